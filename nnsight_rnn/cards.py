@@ -1,0 +1,185 @@
+"""Architecture cards: the declarative table that tells nnsight-rnn where things live in a model.
+
+One TOML file per family under ``adapters/`` in the source tree (packaged into the wheel as
+``nnsight_rnn/cards/``). A card says which HF configs it matches (an explicit table of
+``model_type`` values, no guessing), where embed / layers / mixer / mlp / final norm / unembed
+live, which hookable mixer kind replaces the original mixer, which model-level patches apply,
+and what each capability means. Users add a model whose mixer kind exists with
+:func:`register_card` (a dict or a TOML path) and no code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+STANDARD_MODULE_NAMES = ("embed", "layers", "mixer", "mlp", "final_norm", "unembed")
+
+
+@dataclass(frozen=True)
+class Card:
+    """One architecture family.
+
+    Attributes:
+        family: short name (``"mamba"``), also the key users pass as ``card=``.
+        description: one line for ``nnsight-rnn info``.
+        model_types: HF ``config.model_type`` values matched exactly.
+        modules: standard name -> module path. ``embed``, ``layers``, ``final_norm``,
+            ``unembed`` are absolute paths in the HF model; ``mixer`` and ``mlp`` are relative
+            to one layer.
+        mixer_kind: the hookable mixer that replaces the original mixer (``"mamba1"``,
+            ``"mamba2"``, ``"rwkv4"``) or ``"none"`` for transformers (no swap).
+        patches: model-level fixes applied after the swap (names in ``nnsight_rnn.patches``).
+        state_format: how the carried state is stored by the HF model (``"linear_attention_cache"``,
+            ``"rwkv4_state"``) or ``"none"``.
+        hidden_states: ``"rnn"`` (``[out_0..out_{n-1}, norm(out_{n-1})]``) or ``"transformer"``
+            (``[emb, out_0..out_{n-2}, norm(out_{n-1})]``) for ``output_hidden_states``.
+        capabilities: capability -> reason (padding, generation, state round-trip, ...).
+        aliases: alias hook name -> canonical name (relative to the mixer).
+        notes: free text shown in the hook reference.
+    """
+
+    family: str
+    description: str
+    model_types: tuple[str, ...]
+    modules: dict[str, str]
+    mixer_kind: str = "none"
+    patches: tuple[str, ...] = ()
+    state_format: str = "none"
+    hidden_states: str = "transformer"
+    capabilities: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    notes: str = ""
+    source: str = ""
+
+    @property
+    def is_recurrent(self) -> bool:
+        return self.mixer_kind != "none"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> Card:
+        required = ("family", "description", "match", "modules")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ValueError(f"card {source or data.get('family', '?')} lacks required keys {missing}")
+        modules = dict(data["modules"])
+        for key in ("embed", "layers", "final_norm", "unembed", "mixer"):
+            if key not in modules:
+                raise ValueError(f"card {data['family']!r}: [modules] must name {key!r}")
+        unknown = set(modules) - set(STANDARD_MODULE_NAMES)
+        if unknown:
+            raise ValueError(
+                f"card {data['family']!r}: unknown module names {sorted(unknown)}; known: {STANDARD_MODULE_NAMES}"
+            )
+        hidden = data.get("hidden_states", "transformer")
+        if hidden not in ("rnn", "transformer"):
+            raise ValueError(f"card {data['family']!r}: hidden_states must be 'rnn' or 'transformer', got {hidden!r}")
+        return cls(
+            family=data["family"],
+            description=data["description"],
+            model_types=tuple(data["match"]["model_types"]),
+            modules=modules,
+            mixer_kind=data.get("mixer_kind", "none"),
+            patches=tuple(data.get("patches", ())),
+            state_format=data.get("state_format", "none"),
+            hidden_states=hidden,
+            capabilities=dict(data.get("capabilities", {})),
+            aliases=dict(data.get("aliases", {})),
+            notes=data.get("notes", ""),
+            source=source,
+        )
+
+
+class UnsupportedArchitectureError(ValueError):
+    """No card matches the model."""
+
+
+_CARDS: dict[str, Card] = {}
+_BUILTINS_LOADED = False
+
+
+def _card_files() -> list[Path]:
+    # Installed wheel: nnsight_rnn/cards/*.toml. Source tree / editable install: ../adapters.
+    packaged = resources.files("nnsight_rnn").joinpath("cards")
+    if packaged.is_dir():
+        return sorted(Path(str(p)) for p in packaged.iterdir() if p.name.endswith(".toml"))
+    source_tree = Path(__file__).resolve().parent.parent / "adapters"
+    return sorted(source_tree.glob("*.toml"))
+
+
+def _ensure_loaded() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    files = _card_files()
+    if not files:
+        raise RuntimeError(
+            "nnsight-rnn found no architecture cards: the installation is broken (adapters/*.toml missing)"
+        )
+    for path in files:
+        with open(path, "rb") as f:
+            register_card(Card.from_dict(tomllib.load(f), source=str(path)))
+
+
+def register_card(card: Card | dict[str, Any] | str | Path, *, replace: bool = False) -> Card:
+    """Add a card (a :class:`Card`, a dict in the TOML layout, or a path to a TOML file).
+
+    A card whose ``model_types`` overlap an existing card's is refused unless ``replace=True``
+    (two cards for one model type would be a guess).
+    """
+    if isinstance(card, (str, Path)):
+        with open(card, "rb") as f:
+            card = Card.from_dict(tomllib.load(f), source=str(card))
+    elif isinstance(card, dict):
+        card = Card.from_dict(card)
+    if _BUILTINS_LOADED is False and not card.source.endswith(".toml"):
+        _ensure_loaded()  # user cards are checked against the built-in ones
+    for other in list(_CARDS.values()):
+        clash = set(other.model_types) & set(card.model_types)
+        if other.family != card.family and clash:
+            if not replace:
+                raise ValueError(
+                    f"card {card.family!r} matches model types {sorted(clash)} already matched by {other.family!r}; "
+                    "pass replace=True to override it"
+                )
+            del _CARDS[other.family]
+    _CARDS[card.family] = card
+    return card
+
+
+def all_cards() -> dict[str, Card]:
+    """Every registered card by family name."""
+    _ensure_loaded()
+    return dict(_CARDS)
+
+
+def get_card(family: str) -> Card:
+    """The card named ``family``; an error listing the known families otherwise."""
+    cards = all_cards()
+    if family not in cards:
+        near = difflib.get_close_matches(family, cards, n=3)
+        hint = f" Did you mean {near}?" if near else ""
+        raise UnsupportedArchitectureError(f"unknown card {family!r}.{hint} Supported: {sorted(cards)}")
+    return cards[family]
+
+
+def card_for(config_or_model: Any) -> Card:
+    """The card matching an HF config (or a model with ``.config``), by ``config.model_type``."""
+    config = getattr(config_or_model, "config", config_or_model)
+    model_type = getattr(config, "model_type", None)
+    for card in all_cards().values():
+        if model_type in card.model_types:
+            return card
+    supported = {c.family: list(c.model_types) for c in all_cards().values()}
+    raise UnsupportedArchitectureError(
+        f"nnsight-rnn has no card for model_type {model_type!r} "
+        f"(class {type(config_or_model).__name__}). Supported families and their model types: {supported}. "
+        "To add one whose mixer kind exists, write a TOML card like adapters/mamba.toml and call "
+        "nnsight_rnn.register_card(path) (see docs/adding-an-architecture.md)."
+    )

@@ -1,0 +1,30 @@
+"""Hookable mixers, one per family, registered by kind name (the ``mixer_kind`` of a card).
+
+Add a kind with :func:`register_mixer_kind`; cards then refer to it by name.
+"""
+
+from __future__ import annotations
+
+from .base import HookableMixer
+from .mamba1 import HookableMamba1Mixer
+
+MIXER_KINDS: dict[str, type[HookableMixer]] = {}
+
+
+def register_mixer_kind(cls: type[HookableMixer]) -> type[HookableMixer]:
+    """Register a :class:`HookableMixer` subclass under ``cls.kind`` (usable as a decorator)."""
+    if not cls.kind:
+        raise ValueError(f"{cls.__name__} must set a non-empty `kind`")
+    MIXER_KINDS[cls.kind] = cls
+    return cls
+
+
+def mixer_class(kind: str) -> type[HookableMixer]:
+    if kind not in MIXER_KINDS:
+        raise ValueError(f"unknown mixer kind {kind!r}; registered kinds: {sorted(MIXER_KINDS)}")
+    return MIXER_KINDS[kind]
+
+
+register_mixer_kind(HookableMamba1Mixer)
+
+__all__ = ["MIXER_KINDS", "HookableMixer", "mixer_class", "register_mixer_kind"]

@@ -1,0 +1,155 @@
+"""Hookable Mamba-1 mixer (Mamba, FalconMamba): one code path for prefill, continuation and decode.
+
+Hook points (all ``[batch, pos, ...]`` unless noted; ``D = d_inner``, ``N = ssm_state_size``,
+``K = conv_kernel``):
+
+==========================  ===================  ===========================================
+hook                        shape                meaning
+==========================  ===================  ===========================================
+hook_x                      [b, L, D]            x half of ``in_proj`` (conv input)
+hook_z                      [b, L, D]            gate half of ``in_proj``
+hook_conv                   [b, L, D]            causal conv output, before the activation
+hook_x_act                  [b, L, D]            activated conv output ``u`` (scan input)
+hook_dt                     [b, L, D]            step size after softplus (0 at padding)
+hook_B / hook_C             [b, L, N]            input / output projections of the state
+hook_ssm_write              [b, L, D, N]         per-position write ``dt*u*B^T`` (propagating)
+hook_ssm_state              [b, L, D, N]         per-position state ``h_t`` (readout only)
+hook_y                      [b, L, D]            scan output incl. ``D*u`` skip, before gate
+hook_gated                  [b, L, D]            ``y * silu(z)``, input of ``out_proj``
+hook_ssm_state_in/_out      [b, D, N]            carried SSM state into / out of the call
+hook_conv_state_in/_out     [b, D, K]            carried conv window (last K inputs)
+==========================  ===================  ===========================================
+
+``hook_ssm_write`` and ``hook_ssm_state`` cost ``b*L*D*N*4`` bytes each and are computed only
+when something listens (see :meth:`HookPoint.wanted`). Editing ``hook_ssm_state`` at position t
+changes only the output at t; editing ``hook_ssm_write`` at t re-runs the recurrence, changing
+t and every later position and the final state. Editing ``hook_ssm_state_in`` changes the whole
+call. Tolerance against HF's torch path: fp32 rounding (max |diff| ~1e-6 on logits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers.activations import ACT2FN
+
+from ..hooks import HookPoint
+from ..scans.selective_scan import readout, selective_scan, state_write
+from .base import HookableMixer, padding_mask
+from .cache_io import read_linear_cache, write_linear_cache
+
+
+class HookableMamba1Mixer(HookableMixer):
+    kind = "mamba1"
+    adopted = ("conv1d", "in_proj", "x_proj", "dt_proj", "A_log", "D", "out_proj")
+    # FalconMamba's weightless RMS norms on dt, B, C (non-persistent buffers only).
+    optional = ("dt_layernorm", "b_layernorm", "c_layernorm")
+
+    def __init__(self, original: torch.nn.Module, config: Any, layer_idx: int) -> None:
+        super().__init__(original, config, layer_idx)
+        self.hidden_size = config.hidden_size
+        self.ssm_state_size = config.state_size
+        self.conv_kernel_size = config.conv_kernel
+        self.intermediate_size = config.intermediate_size
+        self.time_step_rank = int(config.time_step_rank)
+        self.act = ACT2FN[config.hidden_act]
+        self.has_bc_dt_norm = hasattr(original, "b_layernorm")
+
+        act = dict(pos_dim=1, kind="activation")
+        self.hook_x = HookPoint(**act, doc="x half of in_proj [b, L, d_inner]")
+        self.hook_z = HookPoint(**act, doc="gate half of in_proj [b, L, d_inner]")
+        self.hook_conv = HookPoint(**act, doc="causal conv output before activation [b, L, d_inner]")
+        self.hook_x_act = HookPoint(**act, doc="activated conv output u, the scan input [b, L, d_inner]")
+        self.hook_dt = HookPoint(**act, doc="step size after softplus, 0 at padding [b, L, d_inner]")
+        self.hook_B = HookPoint(**act, doc="state input projection B [b, L, N]")
+        self.hook_C = HookPoint(**act, doc="state output projection C [b, L, N]")
+        self.hook_ssm_write = HookPoint(
+            pos_dim=1, kind="state_write", expensive=True,
+            doc="per-position state write dt*u*B^T [b, L, d_inner, N]; edits propagate",
+        )  # fmt: skip
+        self.hook_ssm_state = HookPoint(
+            pos_dim=1, kind="state_readout", expensive=True,
+            doc="per-position state h_t [b, L, d_inner, N]; edits change only that position's output",
+        )  # fmt: skip
+        self.hook_y = HookPoint(**act, doc="scan output incl. D*u skip, before the gate [b, L, d_inner]")
+        self.hook_gated = HookPoint(**act, doc="y * silu(z), input of out_proj [b, L, d_inner]")
+        carried = dict(pos_dim=None, kind="state_carried")
+        self.hook_ssm_state_in = HookPoint(**carried, doc="SSM state carried into the call [b, d_inner, N]")
+        self.hook_conv_state_in = HookPoint(**carried, doc="conv window carried into the call [b, d_inner, K]")
+        self.hook_ssm_state_out = HookPoint(**carried, doc="SSM state carried out of the call [b, d_inner, N]")
+        self.hook_conv_state_out = HookPoint(**carried, doc="conv window carried out of the call [b, d_inner, K]")
+
+    @staticmethod
+    def state_slots(config: Any) -> dict[str, tuple[int, ...]]:
+        return {
+            "conv": (config.intermediate_size, config.conv_kernel),
+            "ssm": (config.intermediate_size, config.state_size),
+        }
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # [b, L, d_model], already normed by the block
+        cache_params: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        batch, length, _ = hidden_states.shape
+        dtype = hidden_states.dtype
+        mask = padding_mask(attention_mask, length)
+        conv_carried, ssm_carried = read_linear_cache(cache_params, self.layer_idx)
+        if mask is not None and ssm_carried is not None:
+            raise NotImplementedError(
+                "a padded batch (attention_mask with zeros) cannot continue from a carried state: the "
+                "padding would sit between the state and the new tokens. Run unpadded rows, or pad only the prefix."
+            )
+        device = hidden_states.device
+        if ssm_carried is None:
+            ssm_carried = torch.zeros(batch, self.intermediate_size, self.ssm_state_size, device=device)
+            conv_carried = torch.zeros(batch, self.intermediate_size, self.conv_kernel_size, device=device, dtype=dtype)
+        ssm_in = self.hook_ssm_state_in(ssm_carried)
+        conv_in = self.hook_conv_state_in(conv_carried)
+
+        if mask is not None:
+            hidden_states = hidden_states * mask[:, :, None].to(dtype)
+        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
+        x = self.hook_x(x)
+        z = self.hook_z(z)
+
+        # Causal conv over [carried window (last K-1 inputs), new inputs]: exact across calls.
+        window = torch.cat([conv_in[..., 1:].to(x.dtype), x.transpose(1, 2)], dim=-1)  # [b, D, K-1+L]
+        conv = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size)
+        conv = self.hook_conv(conv.transpose(1, 2))
+        u = self.hook_x_act(self.act(conv))
+        if mask is not None:
+            u = u * mask[:, :, None].to(u.dtype)
+
+        dt_low, B, C = torch.split(
+            self.x_proj(u), [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1
+        )
+        if self.has_bc_dt_norm:
+            dt_low, B, C = self.dt_layernorm(dt_low), self.b_layernorm(B), self.c_layernorm(C)
+        dt = F.softplus((dt_low @ self.dt_proj.weight.T).float() + self.dt_proj.bias.float())
+        if mask is not None:
+            dt = dt * mask[:, :, None]  # dt = 0: the state passes padding untouched
+        dt = self.hook_dt(dt)
+        B = self.hook_B(B)
+        C = self.hook_C(C)
+
+        A = -torch.exp(self.A_log.float())
+        write = self.hook_ssm_write(state_write(u, dt, B)) if self.hook_ssm_write.wanted() else None
+        keep = self.hook_ssm_state.wanted()
+        y, h_last, states = selective_scan(u, dt, A, B, C, ssm_in, write=write, keep_states=keep)
+        if keep:
+            y = readout(self.hook_ssm_state(states), C)
+
+        y = self.hook_y(y + u.float() * self.D.float())
+        gated = self.hook_gated(y * F.silu(z.float()))
+        out = self.out_proj(gated.to(dtype))
+
+        ssm_out = self.hook_ssm_state_out(h_last)
+        conv_out = self.hook_conv_state_out(window[..., -self.conv_kernel_size :])
+        if cache_params is not None:
+            write_linear_cache(cache_params, self.layer_idx, conv_out, ssm_out)
+        return out

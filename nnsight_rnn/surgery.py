@@ -1,0 +1,114 @@
+"""Turning an HF model into a hooked one: swap mixers, apply patches, name hook points.
+
+Everything here keeps the parameters (same objects, same ``state_dict`` keys), so
+``save_pretrained`` output is loadable by the stock class and nothing is copied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .cards import Card, card_for, get_card
+from .hooks import HookPoint
+from .mixers import HookableMixer, mixer_class
+from .patches import apply_patch
+
+CARD_ATTR = "nnsight_rnn_card"
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    """Module at a dotted path, with an error naming the card entry if it is absent."""
+    try:
+        return root.get_submodule(path)
+    except AttributeError as error:
+        raise AttributeError(
+            f"{type(root).__name__} has no module at {path!r} (from its nnsight-rnn card): {error}"
+        ) from None
+
+
+def layers_of(model: nn.Module, card: Card) -> nn.ModuleList:
+    return get_module(model, card.modules["layers"])  # type: ignore[return-value]
+
+
+def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
+    """Make ``model`` hookable in place and return it. Idempotent.
+
+    Swaps each layer's mixer for the card's hookable mixer (adopting its parameters), applies the
+    card's patches, and records the card on ``model.nnsight_rnn_card``.
+    """
+    card = _resolve_card(model, card)
+    if getattr(model, CARD_ATTR, None) == card.family:
+        return model
+    if card.is_recurrent:
+        cls = mixer_class(card.mixer_kind)
+        config = model.config
+        for idx, layer in enumerate(layers_of(model, card)):
+            parent_path, _, attr = card.modules["mixer"].rpartition(".")
+            parent = get_module(layer, parent_path) if parent_path else layer
+            original = getattr(parent, attr)
+            if isinstance(original, HookableMixer):
+                continue
+            layer_idx = getattr(original, "layer_idx", getattr(original, "layer_id", idx))
+            setattr(parent, attr, cls.from_original(original, config, layer_idx))
+    for patch in card.patches:
+        apply_patch(patch, model)
+    setattr(model, CARD_ATTR, card.family)
+    name_hook_points(model, card)
+    return model
+
+
+def _resolve_card(model: nn.Module, card: Card | str | None) -> Card:
+    if card is None:
+        return card_for(model)
+    if isinstance(card, str):
+        return get_card(card)
+    return card
+
+
+def standard_path(card: Card, module_path: str) -> str:
+    """Translate an HF module path into the standard vocabulary (``layers.3.mixer.hook_x``)."""
+    layers = card.modules["layers"] + "."
+    if module_path.startswith(layers):
+        rest = module_path[len(layers) :]
+        idx, _, inner = rest.partition(".")
+        for std in ("mixer", "mlp"):
+            real = card.modules.get(std)
+            if real and (inner == real or inner.startswith(real + ".")):
+                inner = std + inner[len(real) :]
+                break
+        return f"layers.{idx}" + (f".{inner}" if inner else "")
+    for std in ("embed", "final_norm", "unembed"):
+        real = card.modules[std]
+        if module_path == real or module_path.startswith(real + "."):
+            return std + module_path[len(real) :]
+    return module_path
+
+
+def name_hook_points(model: nn.Module, card: Card) -> dict[str, HookPoint]:
+    """Set every hook point's ``name`` to its standard path; return them by that name."""
+    named: dict[str, HookPoint] = {}
+    for path, module in model.named_modules():
+        if isinstance(module, HookPoint):
+            module.name = standard_path(card, path)
+            named[module.name] = module
+    return named
+
+
+def rename_map(card: Card) -> dict[str, Any]:
+    """nnsight ``rename=`` dict giving every card the standard envoy names."""
+    layers = card.modules["layers"]
+    rename: dict[str, Any] = {
+        card.modules["embed"]: "embed",
+        layers: "layers",
+        card.modules["final_norm"]: "final_norm",
+        card.modules["unembed"]: "unembed",
+    }
+    # Relative keys bind on every envoy that has such a child: the layers.
+    if card.modules["mixer"] != "mixer":
+        rename[card.modules["mixer"]] = "mixer"
+    mlp = card.modules.get("mlp")
+    if mlp and mlp != "mlp":
+        rename[mlp] = "mlp"
+    return rename
