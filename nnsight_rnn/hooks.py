@@ -56,32 +56,48 @@ class HookPoint(nn.Module):
         return x
 
     def wanted(self) -> bool:
-        """Whether anyone will read or write this hook's value in the current call.
+        """Whether anyone will read or write this hook's value in the current call (no side effects).
 
-        True if torch hooks are registered on it, ``force`` is set, or an nnsight trace
-        that is running has a worker parked on / a cache observing this module's output.
-        If nnsight's internals cannot be read (another nnsight version), it answers True
-        whenever a trace is running: correct, only slower.
+        True if torch hooks are registered on it, ``force`` is set, or an nnsight trace that is
+        running has a worker parked on / a cache observing this module's input or output. If
+        nnsight's internals cannot be read (another nnsight version), it answers True whenever a
+        trace is running: correct, only slower.
         """
         if self.force or self._forward_hooks or self._forward_pre_hooks:
             return True
-        state = self.__dict__.get(_NNSIGHT_STATE_KEY)
-        if state is None:
-            return False
-        try:
-            interleaver, _, locations = state.active()
-        except Exception:
-            return True
+        interleaver, locations = self._active()
         if interleaver is None:
             return False
         try:
-            output_loc = locations[2]
-            input_loc = locations[0]
-            wanted_locs = (output_loc, input_loc)
             # A worker pinned to a later step (``tracer.iter[k]``) is parked too.
-            return any(loc in interleaver.parked or interleaver.observers.get(loc) for loc in wanted_locs)
-        except Exception:
+            return any(loc in interleaver.parked or interleaver.observers.get(loc) for loc in locations)
+        except Exception:  # noqa: BLE001 - unknown nnsight internals: be correct, not fast
             return True
+
+    def fires(self) -> bool:
+        """Decide whether this call computes the (expensive) value; call once per forward.
+
+        Returns :meth:`wanted`. When it is False the visit is still counted in the running
+        nnsight trace, exactly as if the hook had been called, so that step indices
+        (``tracer.iter[k]``) of this hook stay aligned with generation steps.
+        """
+        if self.wanted():
+            return True
+        interleaver, locations = self._active()
+        if interleaver is not None:
+            for loc in locations:
+                interleaver.counts[loc] = interleaver.counts.get(loc, 0) + 1
+        return False
+
+    def _active(self) -> tuple[Any, tuple[str, ...]]:
+        state = self.__dict__.get(_NNSIGHT_STATE_KEY)
+        if state is None:
+            return None, ()
+        try:
+            interleaver, _, locations = state.active()
+        except Exception:  # noqa: BLE001
+            return None, ()
+        return interleaver, tuple(locations)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, pos_dim={self.pos_dim}" + (", expensive" if self.expensive else "")

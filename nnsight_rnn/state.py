@@ -141,8 +141,9 @@ def state_to_forward_kwargs(model: nn.Module, card: Card, state: RecurrentState,
     """Validate ``state`` and turn it into the HF forward kwargs that start from it (copies)."""
     if not isinstance(state, RecurrentState):
         raise TypeError(f"state= must be a nnsight_rnn.RecurrentState, got {type(state).__name__}")
+    to_kwargs = _format(card)[0]
     state.validate(model, card, batch)
-    return _format(card)[0](model, state)
+    return to_kwargs(model, state)
 
 
 def state_from_output(model: nn.Module, card: Card, output: Any) -> RecurrentState:

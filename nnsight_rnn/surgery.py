@@ -41,6 +41,7 @@ def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
     card = _resolve_card(model, card)
     if getattr(model, CARD_ATTR, None) == card.family:
         return model
+    validate_card(model, card)
     if card.is_recurrent:
         cls = mixer_class(card.mixer_kind)
         config = model.config
@@ -57,6 +58,18 @@ def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
     setattr(model, CARD_ATTR, card.family)
     name_hook_points(model, card)
     return model
+
+
+def validate_card(model: nn.Module, card: Card) -> None:
+    """Check that every module the card names exists in ``model`` (an error names the entry)."""
+    for std in ("embed", "layers", "final_norm", "unembed"):
+        get_module(model, card.modules[std])
+    layers = layers_of(model, card)
+    if len(layers) == 0:
+        raise ValueError(f"card {card.family!r}: {card.modules['layers']!r} is empty")
+    for std in ("mixer", "mlp"):
+        if card.modules.get(std):
+            get_module(layers[0], card.modules[std])
 
 
 def _resolve_card(model: nn.Module, card: Card | str | None) -> Card:

@@ -57,7 +57,12 @@ class HookableMamba1Mixer(HookableMixer):
         self.act = ACT2FN[config.hidden_act]
         self.has_bc_dt_norm = hasattr(original, "b_layernorm")
 
+        # Defined in execution order: iterating hook_points() reads them in the order they fire,
+        # which is the order nnsight needs.
+        carried = dict(pos_dim=None, kind="state_carried")
         act = dict(pos_dim=1, kind="activation")
+        self.hook_ssm_state_in = HookPoint(**carried, doc="SSM state carried into the call [b, d_inner, N]")
+        self.hook_conv_state_in = HookPoint(**carried, doc="conv window carried into the call [b, d_inner, K]")
         self.hook_x = HookPoint(**act, doc="x half of in_proj [b, L, d_inner]")
         self.hook_z = HookPoint(**act, doc="gate half of in_proj [b, L, d_inner]")
         self.hook_conv = HookPoint(**act, doc="causal conv output before activation [b, L, d_inner]")
@@ -75,9 +80,6 @@ class HookableMamba1Mixer(HookableMixer):
         )  # fmt: skip
         self.hook_y = HookPoint(**act, doc="scan output incl. D*u skip, before the gate [b, L, d_inner]")
         self.hook_gated = HookPoint(**act, doc="y * silu(z), input of out_proj [b, L, d_inner]")
-        carried = dict(pos_dim=None, kind="state_carried")
-        self.hook_ssm_state_in = HookPoint(**carried, doc="SSM state carried into the call [b, d_inner, N]")
-        self.hook_conv_state_in = HookPoint(**carried, doc="conv window carried into the call [b, d_inner, K]")
         self.hook_ssm_state_out = HookPoint(**carried, doc="SSM state carried out of the call [b, d_inner, N]")
         self.hook_conv_state_out = HookPoint(**carried, doc="conv window carried out of the call [b, d_inner, K]")
 
@@ -138,8 +140,8 @@ class HookableMamba1Mixer(HookableMixer):
         C = self.hook_C(C)
 
         A = -torch.exp(self.A_log.float())
-        write = self.hook_ssm_write(state_write(u, dt, B)) if self.hook_ssm_write.wanted() else None
-        keep = self.hook_ssm_state.wanted()
+        write = self.hook_ssm_write(state_write(u, dt, B)) if self.hook_ssm_write.fires() else None
+        keep = self.hook_ssm_state.fires()
         y, h_last, states = selective_scan(u, dt, A, B, C, ssm_in, write=write, keep_states=keep)
         if keep:
             y = readout(self.hook_ssm_state(states), C)

@@ -1,0 +1,101 @@
+"""Bad input gets an error that names the problem and the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+import nnsight_rnn
+from nnsight_rnn import RecurrentState, StateShapeError, UnknownHookError, UnsupportedArchitectureError
+
+from .families import mamba
+
+
+def test_unknown_architecture_lists_supported_families():
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    with pytest.raises(UnsupportedArchitectureError) as err:
+        nnsight_rnn.load(model)
+    message = str(err.value)
+    assert "'bert'" in message and "mamba" in message and "gpt2" in message
+    assert "register_card" in message
+
+
+def test_unknown_card_name_suggests():
+    with pytest.raises(UnsupportedArchitectureError, match="Did you mean.*mamba"):
+        nnsight_rnn.get_card("mambo")
+
+
+def test_card_with_wrong_module_path_names_entry():
+    card = {
+        "family": "broken", "description": "x", "mixer_kind": "mamba1", "match": {"model_types": ["mamba"]},
+        "modules": {"embed": "backbone.embeddings", "layers": "backbone.blocks", "mixer": "mixer",
+                    "final_norm": "backbone.norm_f", "unembed": "lm_head"},
+    }  # fmt: skip
+    with pytest.raises(AttributeError, match="backbone.blocks"):
+        nnsight_rnn.install(mamba(), nnsight_rnn.Card.from_dict(card))
+
+
+def test_card_clash_is_refused():
+    card = nnsight_rnn.get_card("mamba")
+    clone = {"family": "mamba_copy", "description": "x", "match": {"model_types": list(card.model_types)},
+             "modules": dict(card.modules)}  # fmt: skip
+    with pytest.raises(ValueError, match="already matched by 'mamba'"):
+        nnsight_rnn.register_card(clone)
+
+
+def test_unknown_hook_name_suggests_nearest():
+    model = nnsight_rnn.load(mamba())
+    with pytest.raises(UnknownHookError) as err:
+        model.hook("layers.1.mixer.hook_ssm_stat")
+    assert "layers.1.mixer.hook_ssm_state" in str(err.value)
+    # Aliases from the card resolve.
+    assert model.hook("layers.1.mixer.hook_h") is model.layers[1].mixer.hook_ssm_state
+
+
+def _state(model: nnsight_rnn.HookedLanguageModel) -> RecurrentState:
+    return model.run_state(torch.randint(0, 257, (1, 4)))
+
+
+def test_state_of_wrong_shape():
+    model = nnsight_rnn.load(mamba())
+    state = _state(model)
+    state.layers[1]["ssm"] = state.layers[1]["ssm"][:, :10]
+    with pytest.raises(StateShapeError, match=r"layer 1 slot 'ssm' has shape \(1, 10, 8\); expected \(1, 64, 8\)"):
+        with model.trace(torch.randint(0, 257, (1, 3)), state=state):
+            model.output.save()
+
+
+def test_state_of_wrong_batch_suggests_expand():
+    model = nnsight_rnn.load(mamba())
+    state = _state(model)
+    with pytest.raises(StateShapeError, match="state.expand"):
+        with model.trace(torch.randint(0, 257, (3, 3)), state=state):
+            model.output.save()
+    with model.trace(torch.randint(0, 257, (3, 3)), state=state.expand(3)):
+        out = model.output.logits.save()
+    assert out.shape[0] == 3
+
+
+def test_state_of_wrong_dtype_and_layers():
+    model = nnsight_rnn.load(mamba())
+    state = _state(model)
+    bad = state.clone()
+    bad.layers[0]["conv"] = bad.layers[0]["conv"].long()
+    with pytest.raises(StateShapeError, match="dtype torch.int64"):
+        model.run_state(torch.randint(0, 257, (1, 3)), state=bad)
+    short = RecurrentState(state.family, state.layers[:2])
+    with pytest.raises(StateShapeError, match="2 layers; the model has 3"):
+        model.run_state(torch.randint(0, 257, (1, 3)), state=short)
+    other = RecurrentState("rwkv4", state.layers)
+    with pytest.raises(StateShapeError, match="made for a 'rwkv4' model"):
+        model.run_state(torch.randint(0, 257, (1, 3)), state=other)
+
+
+def test_state_on_transformer_is_refused():
+    from .families import gpt2
+
+    model = nnsight_rnn.load(gpt2())
+    state = RecurrentState("gpt2", [{}] * 3)
+    with pytest.raises((StateShapeError, ValueError), match="no carried state|slots"):
+        model.run_state(torch.randint(0, 257, (1, 3)), state=state)
