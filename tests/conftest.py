@@ -8,9 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
+import pytest
+import torch
+from transformers.utils import logging as hf_logging
 
 hf_logging.set_verbosity_error()
 torch.set_num_threads(1)  # two cores shared by CI; single-thread numbers are also reproducible

@@ -8,7 +8,7 @@ registered are left out of the recurrent lists automatically.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from transformers import (

@@ -13,7 +13,9 @@ from .families import mamba
 
 
 def test_unknown_architecture_lists_supported_families():
-    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    model = BertForMaskedLM(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
     with pytest.raises(UnsupportedArchitectureError) as err:
         nnsight_rnn.load(model)
     message = str(err.value)

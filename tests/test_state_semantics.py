@@ -112,7 +112,10 @@ def test_state_hooks_fire_once_per_layer_per_decode_step(model, family):
     n_layers = len(model.layers)
     new_tokens = 4
     ids = torch.randint(0, 257, (1, 5))
-    with torch.no_grad(), model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False) as tracer:
+    with (
+        torch.no_grad(),
+        model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False) as tracer,
+    ):
         seen = list().save()
         for _ in tracer.iter[:new_tokens]:
             for layer in range(n_layers):

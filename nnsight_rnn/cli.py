@@ -1,0 +1,76 @@
+"""``nnsight-rnn``: inspect the supported families and their hook points, run the demo, build the zoo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cards import all_cards, get_card
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .reference import describe
+
+    if args.family:
+        print(describe(get_card(args.family)))
+        return 0
+    print("nnsight-rnn supported families (card: model types -> mixer kind):")
+    for card in all_cards().values():
+        print(f"  {card.family:14s} {', '.join(card.model_types):24s} -> {card.mixer_kind:7s} {card.description}")
+    print("\n`nnsight-rnn info FAMILY` lists a family's hook points.")
+    return 0
+
+
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from .reference import reference_markdown
+
+    text = reference_markdown()
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(model=args.model, out_dir=args.out)
+    return 0
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    if args.action == "build":
+        zoo.build_zoo(args.names or None)
+    else:
+        for name in zoo.available():
+            print(name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nnsight-rnn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="supported families; with FAMILY, its hook points")
+    p.add_argument("family", nargs="?")
+    p.set_defaults(fn=_cmd_info)
+    p = sub.add_parser("docs", help="write the hook reference (markdown)")
+    p.add_argument("-o", "--output")
+    p.set_defaults(fn=_cmd_docs)
+    p = sub.add_parser("demo", help="the main job on the embedded default: lens, state read/edit, steering")
+    p.add_argument("--model", default="zoo/mamba-tiny")
+    p.add_argument("--out", default="out/demo")
+    p.set_defaults(fn=_cmd_demo)
+    p = sub.add_parser("zoo", help="list or build the tiny model zoo")
+    p.add_argument("action", choices=["list", "build"])
+    p.add_argument("names", nargs="*")
+    p.set_defaults(fn=_cmd_zoo)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
