@@ -71,7 +71,7 @@ class HookPoint(nn.Module):
         try:
             # A worker pinned to a later step (``tracer.iter[k]``) is parked too.
             return any(loc in interleaver.parked or interleaver.observers.get(loc) for loc in locations)
-        except Exception:  # noqa: BLE001 - unknown nnsight internals: be correct, not fast
+        except Exception:
             return True
 
     def fires(self) -> bool:
@@ -95,7 +95,7 @@ class HookPoint(nn.Module):
             return None, ()
         try:
             interleaver, _, locations = state.active()
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None, ()
         return interleaver, tuple(locations)
 

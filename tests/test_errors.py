@@ -24,7 +24,7 @@ def test_unknown_architecture_lists_supported_families():
 
 
 def test_unknown_card_name_suggests():
-    with pytest.raises(UnsupportedArchitectureError, match="Did you mean.*mamba"):
+    with pytest.raises(UnsupportedArchitectureError, match=r"Did you mean.*mamba"):
         nnsight_rnn.get_card("mambo")
 
 
@@ -34,7 +34,7 @@ def test_card_with_wrong_module_path_names_entry():
         "modules": {"embed": "backbone.embeddings", "layers": "backbone.blocks", "mixer": "mixer",
                     "final_norm": "backbone.norm_f", "unembed": "lm_head"},
     }  # fmt: skip
-    with pytest.raises(AttributeError, match="backbone.blocks"):
+    with pytest.raises(AttributeError, match=r"backbone.blocks"):
         nnsight_rnn.install(mamba(), nnsight_rnn.Card.from_dict(card))
 
 
@@ -71,7 +71,7 @@ def test_state_of_wrong_shape():
 def test_state_of_wrong_batch_suggests_expand():
     model = nnsight_rnn.load(mamba())
     state = _state(model)
-    with pytest.raises(StateShapeError, match="state.expand"):
+    with pytest.raises(StateShapeError, match=r"state.expand"):
         with model.trace(torch.randint(0, 257, (3, 3)), state=state):
             model.output.save()
     with model.trace(torch.randint(0, 257, (3, 3)), state=state.expand(3)):
@@ -84,7 +84,7 @@ def test_state_of_wrong_dtype_and_layers():
     state = _state(model)
     bad = state.clone()
     bad.layers[0]["conv"] = bad.layers[0]["conv"].long()
-    with pytest.raises(StateShapeError, match="dtype torch.int64"):
+    with pytest.raises(StateShapeError, match=r"dtype torch.int64"):
         model.run_state(torch.randint(0, 257, (1, 3)), state=bad)
     short = RecurrentState(state.family, state.layers[:2])
     with pytest.raises(StateShapeError, match="2 layers; the model has 3"):
@@ -99,5 +99,5 @@ def test_state_on_transformer_is_refused():
 
     model = nnsight_rnn.load(gpt2())
     state = RecurrentState("gpt2", [{}] * 3)
-    with pytest.raises((StateShapeError, ValueError), match="no carried state|slots"):
+    with pytest.raises((StateShapeError, ValueError), match=r"no carried state|slots"):
         model.run_state(torch.randint(0, 257, (1, 3)), state=state)
