@@ -34,6 +34,10 @@ class HookPoint(nn.Module):
             what an edit of this value means (see docs/state-semantics.md).
         expensive: computed only when :meth:`wanted` is true.
         force: compute even with nobody listening (used by capture helpers).
+        positions: for expensive per-position hooks, the positions to compute (``None``: all).
+            The value then has ``len(positions)`` entries on the position axis, in the order
+            given; edits apply to those positions with the hook's usual semantics. Memory and
+            time of the hook scale with ``len(positions)`` instead of the sequence length.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class HookPoint(nn.Module):
         self.expensive = expensive
         self.doc = doc
         self.force = False
+        self.positions: list[int] | None = None
 
     def forward(self, x: Any) -> Any:
         return x
@@ -101,6 +106,23 @@ class HookPoint(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, pos_dim={self.pos_dim}" + (", expensive" if self.expensive else "")
+
+
+def select_positions(positions: list[int] | None, length: int, name: str | None) -> list[int] | None:
+    """Normalise a position selection against a call of ``length`` positions (negatives count from the end)."""
+    if positions is None:
+        return None
+    out = []
+    for p in positions:
+        if not -length <= p < length:
+            raise IndexError(
+                f"position {p} is out of range for hook {name or '?'}: this call has {length} positions "
+                f"(valid: {-length}..{length - 1}). During generation each decode step is a call of 1 position."
+            )
+        out.append(p % length)
+    if len(set(out)) != len(out):
+        raise ValueError(f"positions for hook {name or '?'} repeat a position: {positions}")
+    return out
 
 
 def hook_points(module: nn.Module) -> dict[str, HookPoint]:

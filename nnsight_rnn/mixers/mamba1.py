@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
-from ..hooks import HookPoint
+from ..hooks import HookPoint, select_positions
 from ..scans.selective_scan import readout, selective_scan, state_write
 from .base import HookableMixer, padding_mask
 from .cache_io import read_linear_cache, write_linear_cache
@@ -142,9 +142,17 @@ class HookableMamba1Mixer(HookableMixer):
         A = -torch.exp(self.A_log.float())
         write = self.hook_ssm_write(state_write(u, dt, B)) if self.hook_ssm_write.fires() else None
         keep = self.hook_ssm_state.fires()
-        y, h_last, states = selective_scan(u, dt, A, B, C, ssm_in, write=write, keep_states=keep)
+        positions = select_positions(self.hook_ssm_state.positions, length, self.hook_ssm_state.name)
+        y, h_last, states = selective_scan(
+            u, dt, A, B, C, ssm_in, write=write, keep_states=keep, keep_positions=positions
+        )
         if keep:
-            y = readout(self.hook_ssm_state(states), C)
+            states = self.hook_ssm_state(states)
+            if positions is None:
+                y = readout(states, C)
+            else:  # recompute y only where states were kept (and possibly edited)
+                y = y.clone()
+                y[:, positions] = readout(states, C[:, positions])
 
         y = self.hook_y(y + u.float() * self.D.float())
         gated = self.hook_gated(y * F.silu(z.float()))

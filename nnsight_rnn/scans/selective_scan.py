@@ -29,11 +29,13 @@ def selective_scan(
     *,
     write: torch.Tensor | None = None,  # [batch, L, d_inner, N]: replaces (dt*u) B^T when given
     keep_states: bool = False,
+    keep_positions: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Run the recurrence in fp32.
 
     Returns ``(y [batch, L, d_inner], h_last [batch, d_inner, N], states)`` where ``states`` is
-    the ``[batch, L, d_inner, N]`` trajectory (``h_t`` after step t) if ``keep_states`` else None.
+    the ``[batch, P, d_inner, N]`` trajectory (``h_t`` after step t) at the positions
+    ``keep_positions`` (all L positions when None) if ``keep_states``, else None.
     ``y`` excludes the ``D * u`` skip and the gate.
     """
     batch, length, d_inner = u.shape
@@ -44,8 +46,11 @@ def selective_scan(
     h = h0.float()
     du = dt * u.float() if write is None else None
     ys = torch.empty(batch, length, d_inner, dtype=torch.float32, device=u.device)
+    slot: dict[int, int] = {}
+    if keep_states:
+        slot = {t: i for i, t in enumerate(range(length) if keep_positions is None else keep_positions)}
     states = (
-        torch.empty(batch, length, d_inner, A.shape[1], dtype=torch.float32, device=u.device) if keep_states else None
+        torch.empty(batch, len(slot), d_inner, A.shape[1], dtype=torch.float32, device=u.device) if keep_states else None
     )
     for start in range(0, length, _CHUNK):
         stop = min(start + _CHUNK, length)
@@ -56,8 +61,8 @@ def selective_scan(
             else:
                 inc = write[:, t].float()
             h = torch.addcmul(inc, dA[:, t - start], h)
-            if states is not None:
-                states[:, t] = h
+            if t in slot:
+                states[:, slot[t]] = h
             ys[:, t] = torch.bmm(h, C[:, t, :, None]).squeeze(-1)
     return ys, h, states
 

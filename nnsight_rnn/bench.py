@@ -1,0 +1,251 @@
+"""Speed and memory benchmark: nnsight-rnn against the upstream baselines, in one process.
+
+``nnsight-rnn bench`` (or ``python -m nnsight_rnn.bench``) builds ~130M-parameter random configs
+of each family (no download), then times, side by side:
+
+- ``hf``: the untouched HF model's forward (``torch.no_grad``);
+- ``nnsight``: a plain nnsight trace of the untouched HF model that saves every layer's output;
+- ``rnn_idle``: the nnsight-rnn model's forward with hooks idle (no trace);
+- ``rnn_resid``: a nnsight-rnn trace that saves every layer's residual stream (same as ``nnsight``);
+- ``rnn_states``: states captured at 16 positions of 4 layers (recurrent families);
+- ``rnn_traj``: the full per-position state trajectory of one layer (recurrent families).
+
+Ratios are printed against ``hf`` and ``nnsight`` measured in the same run. Peak memory is the
+resident-set growth during a call, sampled every millisecond from /proc (CPU). Results go to
+stdout and, with ``--json``, to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+SIZES: dict[str, Callable[[], Any]] = {}
+
+
+def _size(name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    def deco(fn: Callable[[], Any]) -> Callable[[], Any]:
+        SIZES[name] = fn
+        return fn
+
+    return deco
+
+
+@_size("mamba")
+def _mamba_130m() -> Any:
+    from transformers import MambaConfig, MambaForCausalLM
+
+    return MambaForCausalLM(MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16))
+
+
+@_size("mamba2")
+def _mamba2_130m() -> Any:
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    cfg = Mamba2Config(
+        vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=128, head_dim=64, num_heads=24,
+        n_groups=1, expand=2,
+    )  # fmt: skip
+    return Mamba2ForCausalLM(cfg)
+
+
+@_size("rwkv4")
+def _rwkv4_169m() -> Any:
+    from transformers import RwkvConfig, RwkvForCausalLM
+
+    return RwkvForCausalLM(RwkvConfig(vocab_size=50277, hidden_size=768, num_hidden_layers=12, context_length=4096))
+
+
+@_size("gpt2")
+def _gpt2_124m() -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(n_positions=4096))
+
+
+class PeakRSS:
+    """Peak resident-set growth (bytes) over a block, sampled from /proc/self/statm."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        self.base = self.rss()
+        self.peak = self.base
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
+@dataclass
+class Result:
+    family: str
+    mode: str
+    batch: int
+    seq: int
+    seconds: float
+    tokens_per_s: float
+    peak_mib: float
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    fn()  # warm-up (allocator, lazy init)
+    times = []
+    peak = 0
+    for _ in range(repeats):
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        peak = max(peak, mem.growth)
+    return statistics.median(times), peak / 2**20
+
+
+def _modes(family: str, ref: Any, ids: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    import nnsight
+    from nnsight.modeling.transformers import TransformersModel
+
+    import nnsight_rnn
+    from nnsight_rnn.tokenizer import byte_tokenizer
+
+    hooked = nnsight_rnn.load(copy.deepcopy(ref))
+    plain = TransformersModel(ref, tokenizer=byte_tokenizer(), task="text-generation")
+    card = hooked.card
+    plain_layers = plain._module.get_submodule(card.modules["layers"])
+    plain_env = plain
+    for part in card.modules["layers"].split("."):
+        plain_env = getattr(plain_env, part)
+
+    def hf() -> None:
+        with torch.no_grad():
+            ref(ids)
+
+    def plain_trace() -> None:
+        with torch.no_grad(), plain.trace(ids):
+            outs = list().save()
+            for i in range(len(plain_layers)):
+                outs.append(plain_env[i].output)
+
+    def rnn_idle() -> None:
+        with torch.no_grad():
+            hooked._module(ids)
+
+    def rnn_resid() -> None:
+        with torch.no_grad(), hooked.trace(ids):
+            outs = list().save()
+            for i in range(len(hooked.layers)):
+                outs.append(hooked.layers[i].output)
+
+    modes = {"hf": hf, "nnsight": plain_trace, "rnn_idle": rnn_idle, "rnn_resid": rnn_resid}
+    if card.is_recurrent:
+        from nnsight_rnn.capture import capture_states
+
+        n = len(hooked.layers)
+        layers = sorted({0, n // 3, (2 * n) // 3, n - 1})
+        positions = torch.linspace(0, ids.shape[1] - 1, 16).long().tolist()
+
+        def rnn_states() -> None:
+            capture_states(hooked, ids, layers=layers, positions=positions)
+
+        def rnn_traj() -> None:
+            capture_states(hooked, ids, layers=[n // 2], positions=None)
+
+        modes["rnn_states"] = rnn_states
+        modes["rnn_traj"] = rnn_traj
+    del nnsight
+    return modes
+
+
+def run(
+    families: list[str], batches: list[int], seqs: list[int], modes: list[str] | None, repeats: int
+) -> list[Result]:
+    from tqdm import tqdm
+
+    results = []
+    for family in families:
+        torch.manual_seed(0)
+        ref = SIZES[family]().eval()
+        params = sum(p.numel() for p in ref.parameters()) / 1e6
+        print(f"\n== {family}: {params:.0f}M parameters, {torch.get_num_threads()} threads")
+        for batch in batches:
+            for seq in seqs:
+                ids = torch.randint(0, 256, (batch, seq))
+                available = _modes(family, ref, ids)
+                chosen = [m for m in (modes or available) if m in available]
+                for mode in tqdm(chosen, desc=f"{family} b{batch} L{seq}", leave=False):
+                    seconds, peak = _time(available[mode], repeats)
+                    results.append(Result(family, mode, batch, seq, seconds, batch * seq / seconds, peak))
+                _print_block([r for r in results if (r.family, r.batch, r.seq) == (family, batch, seq)])
+    return results
+
+
+def _print_block(rows: list[Result]) -> None:
+    by_mode = {r.mode: r for r in rows}
+    hf = by_mode.get("hf")
+    plain = by_mode.get("nnsight")
+    head = rows[0]
+    print(f"-- {head.family} batch {head.batch} seq {head.seq}")
+    print(f"   {'mode':11s} {'seconds':>8s} {'tok/s':>9s} {'peak MiB':>9s} {'vs hf':>7s} {'vs nnsight':>10s}")
+    for r in rows:
+        vs_hf = f"{hf.seconds / r.seconds:6.2f}x" if hf else "-"
+        vs_plain = f"{r.seconds / plain.seconds:9.2f}t" if plain else "-"
+        print(f"   {r.mode:11s} {r.seconds:8.3f} {r.tokens_per_s:9.1f} {r.peak_mib:9.1f} {vs_hf:>7s} {vs_plain:>10s}")
+    print("   (vs hf: speed-up over stock HF, >1 is faster; vs nnsight: time relative to a plain nnsight trace)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nnsight-rnn bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", nargs="+", default=["mamba", "mamba2", "rwkv4", "gpt2"], choices=sorted(SIZES))
+    parser.add_argument("--batch", nargs="+", type=int, default=[1])
+    parser.add_argument("--seq", nargs="+", type=int, default=[512])
+    parser.add_argument("--modes", nargs="+", default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", default=None, help="write results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from nnsight_rnn.mixers import MIXER_KINDS
+
+    kinds = {"mamba": "mamba1", "mamba2": "mamba2", "rwkv4": "rwkv4", "gpt2": None}
+    families = [f for f in args.families if kinds[f] is None or kinds[f] in MIXER_KINDS]
+    results = run(families, args.batch, args.seq, args.modes, args.repeats)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.__dict__ for r in results], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
