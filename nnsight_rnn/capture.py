@@ -8,8 +8,9 @@ stores ``len(positions)`` states instead of L, and other layers store none.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 

@@ -41,6 +41,8 @@ class Card:
             (``[emb, out_0..out_{n-2}, norm(out_{n-1})]``) for ``output_hidden_states``.
         capabilities: capability -> reason (padding, generation, state round-trip, ...).
         aliases: alias hook name -> canonical name (relative to the mixer).
+        rename: extra nnsight ``rename=`` entries (module path -> envoy name), e.g. a module whose
+            HF name collides with an nnsight attribute.
         notes: free text shown in the hook reference.
     """
 
@@ -54,6 +56,7 @@ class Card:
     hidden_states: str = "transformer"
     capabilities: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    rename: dict[str, str] = field(default_factory=dict)
     notes: str = ""
     source: str = ""
 
@@ -90,6 +93,7 @@ class Card:
             hidden_states=hidden,
             capabilities=dict(data.get("capabilities", {})),
             aliases=dict(data.get("aliases", {})),
+            rename=dict(data.get("rename", {})),
             notes=data.get("notes", ""),
             source=source,
         )
