@@ -120,8 +120,15 @@ class HookableMamba1Mixer(HookableMixer):
         z = self.hook_z(z)
 
         # Causal conv over [carried window (last K-1 inputs), new inputs]: exact across calls.
-        window = torch.cat([conv_in[..., 1:].to(x.dtype), x.transpose(1, 2)], dim=-1)  # [b, D, K-1+L]
-        conv = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size)
+        x_t = x.transpose(1, 2)  # [b, D, L]
+        if conv_in.any():
+            window = torch.cat([conv_in[..., 1:].to(x.dtype), x_t], dim=-1)  # [b, D, K-1+L]
+            conv = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size)
+        else:  # zero carried window (a fresh prompt): let the conv pad instead of copying the sequence
+            conv = F.conv1d(
+                x_t, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size,
+                padding=self.conv_kernel_size - 1,
+            )[..., :length]  # fmt: skip
         conv = self.hook_conv(conv.transpose(1, 2))
         u = self.hook_x_act(self.act(conv))
         if mask is not None:
@@ -159,7 +166,15 @@ class HookableMamba1Mixer(HookableMixer):
         out = self.out_proj(gated.to(dtype))
 
         ssm_out = self.hook_ssm_state_out(h_last)
-        conv_out = self.hook_conv_state_out(window[..., -self.conv_kernel_size :])
+        conv_out = self.hook_conv_state_out(_last_window(conv_in, x_t, self.conv_kernel_size))
         if cache_params is not None:
             write_linear_cache(cache_params, self.layer_idx, conv_out, ssm_out)
         return out
+
+
+def _last_window(carried: torch.Tensor, x_t: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The last ``kernel`` conv inputs after this call: ``[b, D, K]`` (carried ones first if L < K)."""
+    length = x_t.shape[-1]
+    if length >= kernel:
+        return x_t[..., -kernel:].to(carried.dtype)
+    return torch.cat([carried[..., length:], x_t.to(carried.dtype)], dim=-1)
