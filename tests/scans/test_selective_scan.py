@@ -70,3 +70,31 @@ def test_gradients_match_reference():
     (y_r.square().sum() + h_r.sum()).backward()
     for a, b in zip(leaves, ref_leaves, strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-5)
+
+
+def test_matches_mamba_ssm_selective_scan_ref_with_initial_state():
+    """Against the Mamba authors' ``selective_scan_ref`` (mamba-ssm, pure torch, from its PyPI sdist).
+
+    The reference has no initial-state argument, so the initial state is produced by a prefix:
+    ``ref(prefix + suffix)`` must equal our scan of the suffix started from our prefix's final state.
+    """
+    from ..upstream_refs import selective_scan_ref
+
+    ref = selective_scan_ref()
+    u, dt, A, B, C, _ = _inputs(length=48)
+    D = torch.randn(u.shape[-1])
+    z = torch.randn_like(u)
+    # Reference layout: u, delta, z [b, d, L]; B, C [b, N, L].
+    y_ref, last_ref = ref(
+        u.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=D,
+        z=z.transpose(1, 2), return_last_state=True,
+    )  # fmt: skip
+    y_ref = y_ref.transpose(1, 2)
+    cut = 19
+    h0 = torch.zeros(u.shape[0], u.shape[-1], A.shape[1])
+    y1, h1, _ = selective_scan(u[:, :cut], dt[:, :cut], A, B[:, :cut], C[:, :cut], h0, chunk=8)
+    y2, h2, _ = selective_scan(u[:, cut:], dt[:, cut:], A, B[:, cut:], C[:, cut:], h1, chunk=8)
+    y = torch.cat([y1, y2], 1)
+    ours = (y + u * D) * torch.nn.functional.silu(z)
+    torch.testing.assert_close(ours, y_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(h2, last_ref, atol=1e-5, rtol=0)
