@@ -43,7 +43,7 @@ def _exec(path: Path, stubs: dict[str, Any]) -> dict[str, Any]:
     sys.modules.update(stubs)
     try:
         namespace: dict[str, Any] = {"__name__": f"mamba_ssm_ref_{path.stem}"}
-        exec(compile(path.read_text(), str(path), "exec"), namespace)  # noqa: S102 - PyPI source, torch-only functions
+        exec(compile(path.read_text(), str(path), "exec"), namespace)  # PyPI source; torch-only functions
         return namespace
     finally:
         for name, module in saved.items():
