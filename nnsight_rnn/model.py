@@ -142,13 +142,16 @@ def _find_tokenizer(model: Any) -> Any:
     from .tokenizer import byte_tokenizer
 
     path = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", None)
-    if path and (os.path.isdir(path) or isinstance(model, str)):
-        try:
+    if path and os.path.isdir(path):
+        # Only files the folder really has: a config's `tokenizer_class` alone builds an empty tokenizer.
+        if any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
             return AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError):
-            if not os.path.isdir(path):
-                raise
+    elif isinstance(model, str):
+        return AutoTokenizer.from_pretrained(path)  # a hub id (needs network unless cached)
     return byte_tokenizer()
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
 
 
 def _batch_of(model: HookedLanguageModel, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:

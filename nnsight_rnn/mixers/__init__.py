@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .base import HookableMixer
 from .mamba1 import HookableMamba1Mixer
+from .mamba2 import HookableMamba2Mixer
 
 MIXER_KINDS: dict[str, type[HookableMixer]] = {}
 
@@ -26,5 +27,6 @@ def mixer_class(kind: str) -> type[HookableMixer]:
 
 
 register_mixer_kind(HookableMamba1Mixer)
+register_mixer_kind(HookableMamba2Mixer)
 
 __all__ = ["MIXER_KINDS", "HookableMixer", "mixer_class", "register_mixer_kind"]

@@ -1,0 +1,53 @@
+"""Loading from local folders (eager and lazy/meta), offline, with the tokenizer found locally."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nnsight_rnn
+from nnsight_rnn.mixers.mamba1 import HookableMamba1Mixer
+from nnsight_rnn.tokenizer import byte_tokenizer
+
+from .families import FAMILIES
+
+
+@pytest.fixture(params=["mamba", "gpt2"])
+def saved(request: pytest.FixtureRequest, tmp_path) -> tuple[str, torch.nn.Module]:
+    model = FAMILIES[request.param]()
+    model.save_pretrained(tmp_path)
+    byte_tokenizer().save_pretrained(tmp_path)
+    return str(tmp_path), model
+
+
+def test_eager_folder_load(saved) -> None:
+    folder, ref = saved
+    model = nnsight_rnn.load(folder)
+    ids = torch.randint(0, 257, (1, 7))
+    with torch.no_grad(), model.trace(ids):
+        logits = model.output.logits.save()
+    with torch.no_grad():
+        torch.testing.assert_close(logits, ref(ids).logits, atol=1e-5, rtol=0)
+    assert model.tokenizer.decode(model.tokenizer("héllo")["input_ids"]) == "héllo"
+
+
+def test_lazy_meta_load_then_dispatch(saved) -> None:
+    folder, ref = saved
+    model = nnsight_rnn.load(folder, dispatch=False)
+    assert not model.dispatched
+    assert next(model._module.parameters()).device.type == "meta"
+    if model.card.is_recurrent:
+        assert isinstance(model._module.backbone.layers[0].mixer, HookableMamba1Mixer)
+        assert "layers.0.mixer.hook_ssm_state" in model.hook_points()
+    with torch.no_grad(), model.trace("hello"):
+        out = model.layers[0].output.save()
+        logits = model.output.logits.save()
+    assert model.dispatched and out.shape[:2] == (1, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, ref(torch.tensor([list(b"hello")])).logits, atol=1e-5, rtol=0)
+
+
+def test_folder_without_tokenizer_gets_byte_tokenizer(tmp_path) -> None:
+    FAMILIES["mamba"]().save_pretrained(tmp_path)
+    model = nnsight_rnn.load(str(tmp_path))
+    assert len(model.tokenizer) == 257
