@@ -180,5 +180,13 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
         if is_zoo_name(model):
             model = zoo_path(model)
     if isinstance(model, str) and os.path.isdir(model):
-        kwargs.setdefault("dispatch", True)
+        from .checkpoints import detect_format
+
+        fmt = detect_format(model)
+        if fmt is not None:  # e.g. an original mamba-ssm folder: convert, then wrap the HF model
+            if tokenizer is None:
+                tokenizer = _find_tokenizer(model)
+            model = fmt.load(model)
+        else:
+            kwargs.setdefault("dispatch", True)
     return HookedLanguageModel(model, card=card, tokenizer=tokenizer, **kwargs)
