@@ -6,6 +6,7 @@
 ...     h = model.layers[2].mixer.hook_ssm_state.output.save()   # [batch, pos, d_inner, N]
 """
 
+from . import families  # noqa: F401  (registers family patches and state formats)
 from .cards import Card, UnsupportedArchitectureError, all_cards, card_for, get_card, register_card
 from .hooks import HookPoint
 from .model import HookedLanguageModel, UnknownHookError, load

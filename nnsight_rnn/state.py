@@ -149,3 +149,23 @@ def state_to_forward_kwargs(model: nn.Module, card: Card, state: RecurrentState,
 def state_from_output(model: nn.Module, card: Card, output: Any) -> RecurrentState:
     """The state an HF forward output carries out (``use_cache=True`` runs), as copies."""
     return _format(card)[1](model, card, output)
+
+
+def save_state(state: RecurrentState, path: str, model: Any) -> None:
+    """Save a carried state (safetensors + JSON with the model's fingerprint)."""
+    from .artifacts import save_artifact
+
+    tensors = {f"{i}.{k}": v for i, layer in enumerate(state.layers) for k, v in layer.items()}
+    save_artifact(path, "recurrent_state", tensors, model, {"family": state.family, "layers": len(state.layers)})
+
+
+def load_state(path: str, model: Any, *, allow_other_weights: bool = False) -> RecurrentState:
+    """Load a state saved by :func:`save_state`, refusing one made on another model."""
+    from .artifacts import load_artifact
+
+    art = load_artifact(path, model, "recurrent_state", allow_other_weights=allow_other_weights)
+    layers: list[dict[str, torch.Tensor]] = [{} for _ in range(art.meta["layers"])]
+    for key, value in art.tensors.items():
+        i, _, slot = key.partition(".")
+        layers[int(i)][slot] = value
+    return RecurrentState(art.meta["family"], layers)

@@ -124,4 +124,5 @@ def rename_map(card: Card) -> dict[str, Any]:
     mlp = card.modules.get("mlp")
     if mlp and mlp != "mlp":
         rename[mlp] = "mlp"
+    rename.update(card.rename)
     return rename

@@ -111,3 +111,8 @@ STATE_HOOKS: dict[str, tuple[str, str, str]] = {
     "mamba2": ("hook_ssm_write", "hook_ssm_state", "hook_ssm_state_in"),
     "rwkv4": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
 }
+
+# Positions after t whose logits an edit of the last mixer's output at t reaches, through the rest of the
+# last block: none for Mamba-style blocks (position-wise after the mixer); RWKV's channel mix token-shifts
+# its input, so the next position sees it too.
+LAST_BLOCK_REACH: dict[str, int] = {"mamba": 0, "falcon_mamba": 0, "mamba2": 0, "rwkv4": 1}

@@ -14,7 +14,7 @@ import torch
 
 import nnsight_rnn
 
-from .families import FAMILIES, RECURRENT, STATE_HOOKS
+from .families import FAMILIES, LAST_BLOCK_REACH, RECURRENT, STATE_HOOKS
 
 LAYER = 1
 T = 5
@@ -66,13 +66,15 @@ def test_readout_edit_at_t_changes_only_t(model, family):
         mixer = model.layers[LAYER].mixer.output.save()
     diff = (mixer - base_mixer).abs().amax(dim=(0, 2))
     assert (diff > 0).nonzero().flatten().tolist() == [T], diff
-    # At the last layer nothing recurrent follows: the logits change at t only.
+    # At the last layer no recurrent mixer follows: the logits change at t (and, for RWKV, whose
+    # channel mix token-shifts, at t + 1), nowhere else.
     with torch.no_grad(), model.trace(ids):
         hook = model.layers[last].mixer.get(readout)
         hook.output[:, T] = hook.output[:, T] * 3.0 + 1.0
         logits = model.output.logits.save()
     diff = (logits - base).abs().amax(dim=(0, 2))
-    assert (diff > 0).nonzero().flatten().tolist() == [T], diff
+    reach = list(range(T, T + 1 + LAST_BLOCK_REACH[family]))
+    assert (diff > 0).nonzero().flatten().tolist() == reach, diff
 
 
 def test_readout_unedited_matches_fast_path(model, family):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .base import HookableMixer
 from .mamba1 import HookableMamba1Mixer
 from .mamba2 import HookableMamba2Mixer
+from .rwkv4 import HookableRwkv4TimeMix
 
 MIXER_KINDS: dict[str, type[HookableMixer]] = {}
 
@@ -28,5 +29,6 @@ def mixer_class(kind: str) -> type[HookableMixer]:
 
 register_mixer_kind(HookableMamba1Mixer)
 register_mixer_kind(HookableMamba2Mixer)
+register_mixer_kind(HookableRwkv4TimeMix)
 
 __all__ = ["MIXER_KINDS", "HookableMixer", "mixer_class", "register_mixer_kind"]

@@ -1,0 +1,8 @@
+"""Family-specific model-level code (patches, state formats) that the cards name.
+
+Importing this package registers them; ``nnsight_rnn/__init__.py`` imports it.
+"""
+
+from . import rwkv4
+
+__all__ = ["rwkv4"]
