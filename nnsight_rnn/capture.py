@@ -1,9 +1,14 @@
 """Bounded capture of per-position recurrent states: only the layers and positions asked for.
 
 A full trajectory costs ``batch * L * (state size)`` per layer (Mamba-130m: 96 KiB per layer per
-position in fp32, 4.5 GiB for 24 layers at L=2048). :func:`capture_states` asks each selected
-layer's readout hook (``kind == "state_readout"``) for the selected positions only; the scan then
-stores ``len(positions)`` states instead of L, and other layers store none.
+position in fp32, 4.5 GiB for 24 layers at L=2048). Three ways, cheapest memory last:
+
+- :func:`capture_states`: each selected layer's readout hook (``kind == "state_readout"``) computes
+  the selected positions only; the scan stores ``len(positions)`` states instead of L, and other
+  layers store none. ``positions=None`` gives one layer's whole trajectory.
+- :func:`capture_scan_inputs` + :func:`recompute_states`: keep only the scan inputs (Mamba:
+  ``x_act, dt, B, C`` and the carried state in, ~10x smaller than the states) and recompute any
+  positions later, without running the model again. Exact for unpadded rows.
 """
 
 from __future__ import annotations
@@ -68,3 +73,33 @@ def capture_states(
     for (layer, name), value in saved.items():
         out.setdefault(layer, {})[name] = value
     return out
+
+
+def capture_scan_inputs(
+    model: Any, inputs: Any, layers: list[int], **trace_kwargs: Any
+) -> dict[int, dict[str, torch.Tensor]]:
+    """The values of each layer's ``scan_input_hooks`` for ``inputs`` (one no-grad trace)."""
+    n_layers = len(model.layers)
+    layers = sorted({layer % n_layers for layer in layers})
+    names = {layer: model.layers[layer].mixer._module.scan_input_hooks for layer in layers}
+    for layer, hooks in names.items():
+        if not hooks:
+            raise ValueError(f"layer {layer} ({model.card.family}) declares no scan inputs to recompute states from")
+    with torch.no_grad(), model.trace(inputs, **trace_kwargs):
+        saved = dict().save()
+        for layer in layers:
+            for name in names[layer]:
+                saved[(layer, name)] = getattr(model.layers[layer].mixer, name).output
+    out: dict[int, dict[str, torch.Tensor]] = {}
+    for (layer, name), value in saved.items():
+        out.setdefault(layer, {})[name] = value
+    return out
+
+
+def recompute_states(
+    model: Any, layer: int, scan_inputs: dict[str, torch.Tensor], positions: list[int] | None = None
+) -> torch.Tensor:
+    """The layer's readout states ``[batch, P, ...]`` at ``positions`` from :func:`capture_scan_inputs` values."""
+    mixer = model.layers[layer].mixer._module
+    with torch.no_grad():
+        return mixer.recompute_states(scan_inputs, positions)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import nnsight_rnn
-from nnsight_rnn.capture import capture_states
+from nnsight_rnn.capture import capture_scan_inputs, capture_states, recompute_states
 
 from .families import FAMILIES, LAST_BLOCK_REACH, RECURRENT, STATE_HOOKS
 
@@ -57,3 +57,38 @@ def test_position_out_of_range_is_a_clear_error(family: str) -> None:
         capture_states(model, torch.randint(0, 257, (1, 5)), layers=[0], positions=[12])
     with pytest.raises(IndexError, match="layer 7 is out of range"):
         capture_states(model, torch.randint(0, 257, (1, 5)), layers=[7], positions=[1])
+
+
+def test_recompute_from_scan_inputs_equals_captured_states(family: str) -> None:
+    model = nnsight_rnn.load(FAMILIES[family]())
+    _, readout, _ = STATE_HOOKS[family]
+    ids = torch.randint(0, 257, (2, 11))
+    full = capture_states(model, ids, layers=[1])[1][readout]
+    inputs = capture_scan_inputs(model, ids, layers=[1])[1]
+    state_bytes = full.numel() * full.element_size()
+    input_bytes = sum(v.numel() * v.element_size() for v in inputs.values())
+    assert input_bytes < state_bytes
+    torch.testing.assert_close(recompute_states(model, 1, inputs), full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        recompute_states(model, 1, inputs, positions=[4, -1]), full[:, [4, 10]], atol=1e-5, rtol=0
+    )
+
+
+def test_one_layer_trajectory_allocates_no_other_layer_states(family: str, monkeypatch) -> None:
+    """Only the selected layer's readout hook computes states; the others stay on the fast path."""
+    from nnsight_rnn.hooks import HookPoint
+
+    model = nnsight_rnn.load(FAMILIES[family]())
+    fired: list[str] = []
+    original = HookPoint.fires
+
+    def spy(self: HookPoint) -> bool:
+        result = original(self)
+        if result:
+            fired.append(self.name)
+        return result
+
+    monkeypatch.setattr(HookPoint, "fires", spy)
+    _, readout, _ = STATE_HOOKS[family]
+    capture_states(model, torch.randint(0, 257, (1, 12)), layers=[2])
+    assert fired == [f"layers.2.mixer.{readout}"]

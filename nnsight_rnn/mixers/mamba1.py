@@ -90,6 +90,18 @@ class HookableMamba1Mixer(HookableMixer):
             "ssm": (config.intermediate_size, config.state_size),
         }
 
+    scan_input_hooks = ("hook_ssm_state_in", "hook_x_act", "hook_dt", "hook_B", "hook_C")
+
+    def recompute_states(self, inputs: dict[str, torch.Tensor], positions: list[int] | None = None) -> torch.Tensor:
+        """``hook_ssm_state`` values ``[b, P, d_inner, N]`` from the captured scan inputs."""
+        u, dt, B, C = inputs["hook_x_act"], inputs["hook_dt"], inputs["hook_B"], inputs["hook_C"]
+        positions = select_positions(positions, u.shape[1], self.hook_ssm_state.name)
+        A = -torch.exp(self.A_log.float())
+        _, _, states = selective_scan(
+            u, dt, A, B, C, inputs["hook_ssm_state_in"], keep_states=True, keep_positions=positions
+        )
+        return states
+
     def forward(
         self,
         hidden_states: torch.Tensor,  # [b, L, d_model], already normed by the block

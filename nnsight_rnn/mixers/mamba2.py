@@ -127,6 +127,15 @@ class HookableMamba2Mixer(HookableMixer):
             "ssm": (int(config.num_heads), int(config.head_dim), int(config.state_size)),
         }
 
+    scan_input_hooks = ("hook_ssm_state_in", "hook_x_act", "hook_dt", "hook_B")
+
+    def recompute_states(self, inputs: dict[str, torch.Tensor], positions: list[int] | None = None) -> torch.Tensor:
+        """``hook_ssm_state`` values ``[b, P, H, P_head, N]`` from the captured scan inputs."""
+        x_act, dt, B = inputs["hook_x_act"], inputs["hook_dt"], inputs["hook_B"]
+        positions = select_positions(positions, x_act.shape[1], self.hook_ssm_state.name)
+        A = -torch.exp(self.A_log.float())
+        return ssd_states(x_act, dt, A, B, inputs["hook_ssm_state_in"], positions=positions)
+
     def forward(
         self,
         hidden_states: torch.Tensor,  # [b, L, d_model], already normed by the block

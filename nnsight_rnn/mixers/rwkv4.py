@@ -164,6 +164,18 @@ class HookableRwkv4TimeMix(HookableMixer):
         d_att = config.attention_hidden_size or d
         return {"att_shift": (d,), "ffn_shift": (d,), "num": (d_att,), "den": (d_att,), "max": (d_att,)}
 
+    scan_input_hooks = ("hook_wkv_state_in", "hook_k", "hook_v", "hook_decay", "hook_bonus")
+
+    def recompute_states(self, inputs: dict[str, torch.Tensor], positions: list[int] | None = None) -> torch.Tensor:
+        """``hook_wkv_state`` values ``[b, P, 3, d_att]`` from the captured scan inputs (unpadded rows)."""
+        k, v = inputs["hook_k"], inputs["hook_v"]
+        positions = select_positions(positions, k.shape[1], self.hook_wkv_state.name)
+        _, _, states = wkv4_scan(
+            inputs["hook_decay"], inputs["hook_bonus"], k, v, inputs["hook_wkv_state_in"],
+            keep_states=True, keep_positions=positions,
+        )  # fmt: skip
+        return states
+
     def forward(
         self,
         hidden: torch.Tensor,  # [b, L, d], ln1 output
