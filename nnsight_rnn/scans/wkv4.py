@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import torch
 
+# Steps per chunk: the loop only updates the state; each chunk's outputs are one vectorised readout.
+CHUNK = 64
+
 # "-infinity" for the log-scale of an empty state, as HF's CPU path uses (finite: -inf - -inf = nan).
 EMPTY_MAX = -1e38
 
@@ -58,40 +61,45 @@ def wkv4_scan(
     """
     batch, length, d = k.shape
     w = w.float()
-    u = _per_position(u)
     k = k.float()
     v = v.float()
-    num, den, mx = state0.float().unbind(1)
-    uk = k + u  # HF adds the bonus inside the loop; elementwise, so the same bits
-    out = torch.empty(batch, length, d, dtype=torch.float32, device=k.device)
+    if w.dim() == 1:
+        w = w.expand(batch, d)
+    # num and den are updated together: [batch, 2, d], with the token's (v, den_write) alongside.
+    nd = state0[:, :2].float()
+    mx = state0[:, 2].float()
+    vd = torch.stack([v, torch.ones_like(v) if den_write is None else den_write.float()], dim=2)  # [b, L, 2, d]
     slots = {t: t for t in range(length)} if keep_positions is None else {t: j for j, t in enumerate(keep_positions)}
     states = torch.empty(batch, len(slots), 3, d, dtype=torch.float32, device=k.device) if keep_states else None
-    for t in range(length):
-        kt, vt = k[:, t], v[:, t]
-        if states is not None and t in slots:
-            j = slots[t]
-            states[:, j, 0], states[:, j, 1], states[:, j, 2] = num, den, mx
-        # Output at t: the past plus the token itself with the bonus u.
-        m_out = torch.maximum(mx, uk[:, t])
-        e1 = torch.exp(mx - m_out)
-        e2 = torch.exp(uk[:, t] - m_out)
-        b_t = e2 if den_write is None else e2 * den_write[:, t]
-        out[:, t] = (e1 * num + e2 * vt) / (e1 * den + b_t)
-        # State update: decay the past by e^w, add the token.
-        decayed = mx + w
-        m_new = torch.maximum(decayed, kt)
-        e1 = torch.exp(decayed - m_new)
-        e2 = torch.exp(kt - m_new)
-        new_num = e1 * num + e2 * vt
-        new_den = e1 * den + (e2 if den_write is None else e2 * den_write[:, t])
-        if valid is None:
-            num, den, mx = new_num, new_den, m_new
-        else:
-            keep = valid[:, t, None]
-            num = torch.where(keep, new_num, num)
-            den = torch.where(keep, new_den, den)
-            mx = torch.where(keep, m_new, mx)
-    return out, torch.stack([num, den, mx], dim=1), states
+    out = torch.empty(batch, length, d, dtype=torch.float32, device=k.device)
+    for start in range(0, length, CHUNK):
+        stop = min(start + CHUNK, length)
+        # The state read at each position of the chunk; the outputs then come from it in one go.
+        read = torch.empty(batch, stop - start, 3, d, dtype=torch.float32, device=k.device)
+        for t in range(start, stop):
+            read[:, t - start, :2] = nd
+            read[:, t - start, 2] = mx
+            # State update: decay the past by e^w, add the token (op for op as HF's CPU path).
+            kt = k[:, t]
+            decayed = mx + w
+            m_new = torch.maximum(decayed, kt)
+            e1 = torch.exp(decayed - m_new)
+            e2 = torch.exp(kt - m_new)
+            new_nd = e1[:, None] * nd + e2[:, None] * vd[:, t]
+            if valid is None:
+                nd, mx = new_nd, m_new
+            else:
+                keep = valid[:, t, None]
+                nd = torch.where(keep[:, None], new_nd, nd)
+                mx = torch.where(keep, m_new, mx)
+        sl = slice(start, stop)
+        out[:, sl] = wkv4_readout(read, u, k[:, sl], v, den_write=None if den_write is None else den_write[:, sl],
+                                  v_slice=sl)  # fmt: skip
+        if states is not None:
+            for t in range(start, stop):
+                if t in slots:
+                    states[:, slots[t]] = read[:, t - start]
+    return out, torch.cat([nd, mx[:, None]], dim=1), states
 
 
 def wkv4_readout(
@@ -100,6 +108,7 @@ def wkv4_readout(
     k: torch.Tensor,  # [batch, L, d]
     v: torch.Tensor,  # [batch, L, d]
     den_write: torch.Tensor | None = None,  # [batch, L, d] or None (1)
+    v_slice: slice | None = None,  # use v[:, v_slice] (saves a copy inside the scan)
 ) -> torch.Tensor:
     """``wkv_t`` from a (possibly edited) per-position state trajectory: ``[batch, L, d]`` fp32.
 
@@ -113,7 +122,8 @@ def wkv4_readout(
     e1 = torch.exp(mx - m_out)
     e2 = torch.exp(uk - m_out)
     b = e2 if den_write is None else e2 * den_write.float()
-    return (e1 * num + e2 * v.float()) / (e1 * den + b)
+    v = v.float() if v_slice is None else v[:, v_slice].float()
+    return (e1 * num + e2 * v) / (e1 * den + b)
 
 
 def _per_position(u: torch.Tensor) -> torch.Tensor:
