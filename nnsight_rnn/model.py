@@ -23,6 +23,7 @@ from nnsight.modeling.transformers import TransformersModel
 
 from .cards import Card, card_for, get_card
 from .hooks import HookPoint
+from .remote import RemotableHookedModel
 from .state import RecurrentState, state_from_output, state_to_forward_kwargs
 from .surgery import install, name_hook_points, rename_map
 
@@ -34,11 +35,15 @@ class UnknownHookError(KeyError):
         return str(self.args[0])
 
 
-class HookedLanguageModel(TransformersModel):
+class HookedLanguageModel(RemotableHookedModel, TransformersModel):
     """nnsight model over an HF causal LM, made hookable by its nnsight-rnn card.
 
+    Remote-ready (see :mod:`nnsight_rnn.remote`): ``to_model_key()`` names a folder or zoo model
+    without the hub, and ``from_model_key`` rebuilds the same hooked tree.
+
     Args:
-        model: an HF model instance, a local folder, or a hub repo id (needs network).
+        model: an HF model instance, a local folder, a zoo name (``"zoo/mamba-tiny"``), or a hub
+            repo id (needs network).
         card: family name or :class:`Card`; default: matched on ``config.model_type``.
         tokenizer: a tokenizer; default: loaded from the folder / repo if it has one.
         **kwargs: passed to ``nnsight.modeling.transformers.TransformersModel``
@@ -48,6 +53,12 @@ class HookedLanguageModel(TransformersModel):
     def __init__(
         self, model: Any, *args: Any, card: Card | str | None = None, tokenizer: Any = None, **kwargs: Any
     ) -> None:
+        self.model_source = model if isinstance(model, str) else None  # what the remote model key names
+        if isinstance(model, str) and not os.path.exists(model):
+            from .zoo import is_zoo_name, zoo_path
+
+            if is_zoo_name(model):
+                model = zoo_path(model)
         self.card = _card_of(model, card, kwargs)
         rename = {**rename_map(self.card), **(kwargs.pop("rename", None) or {})}
         if tokenizer is None:
@@ -174,6 +185,7 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
     id (downloads need network). Folders and instances load offline; a folder with a tokenizer
     gets it without the hub.
     """
+    source = model
     if isinstance(model, str) and not os.path.exists(model):
         from .zoo import is_zoo_name, zoo_path
 
@@ -189,4 +201,5 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
             model = fmt.load(model)
         else:
             kwargs.setdefault("dispatch", True)
+            model = source  # a zoo name stays a name (HookedLanguageModel resolves it): the remote key names it
     return HookedLanguageModel(model, card=card, tokenizer=tokenizer, **kwargs)
