@@ -1,4 +1,4 @@
-"""``nnsight-rnn``: inspect the supported families and their hook points, run the demo, build the zoo."""
+"""``nnsight-rnn``: supported families and hook points, the demo, the zoo, remote keys, benchmarks."""
 
 from __future__ import annotations
 
@@ -51,7 +51,25 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_remote(args: argparse.Namespace) -> int:
+    from .remote import main as remote_main
+
+    return remote_main(args.rest)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.rest)
+
+
+_FORWARDED = {"remote": _cmd_remote, "bench": _cmd_bench}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _FORWARDED:  # subcommands with their own parsers get the rest verbatim
+        return _FORWARDED[argv[0]](argparse.Namespace(rest=argv[1:]))
     parser = argparse.ArgumentParser(prog="nnsight-rnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="supported families; with FAMILY, its hook points")
@@ -68,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["list", "build"])
     p.add_argument("names", nargs="*")
     p.set_defaults(fn=_cmd_zoo)
+    sub.add_parser("remote", help="model keys, checks and NDIF deploy configs (see docs/remote.md)")
+    sub.add_parser("bench", help="speed and memory against stock HF and plain nnsight (docs/performance.md)")
     args = parser.parse_args(argv)
     return args.fn(args)
 
