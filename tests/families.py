@@ -67,6 +67,30 @@ def rwkv4() -> torch.nn.Module:
     return model.eval()
 
 
+def rwkv7() -> torch.nn.Module:
+    from nnsight_rnn.models.blinkdl import convert_blinkdl
+
+    from .models.blinkdl import random_sd_v7
+
+    return convert_blinkdl(random_sd_v7(vocab=VOCAB, seed=int(torch.randint(0, 2**31, ()))))
+
+
+def rwkv6() -> torch.nn.Module:
+    from nnsight_rnn.models.blinkdl import convert_blinkdl
+
+    from .models.blinkdl import random_sd_v56
+
+    return convert_blinkdl(random_sd_v56(6, vocab=VOCAB, seed=int(torch.randint(0, 2**31, ()))))
+
+
+def rwkv5() -> torch.nn.Module:
+    from nnsight_rnn.models.blinkdl import convert_blinkdl
+
+    from .models.blinkdl import random_sd_v56
+
+    return convert_blinkdl(random_sd_v56(5, vocab=VOCAB, seed=int(torch.randint(0, 2**31, ()))))
+
+
 def gpt2() -> torch.nn.Module:
     cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64)
     return GPT2LMHeadModel(cfg).eval()
@@ -93,6 +117,9 @@ _ALL: dict[str, tuple[Callable[[], torch.nn.Module], str]] = {
     "falcon_mamba": (falcon_mamba, "mamba1"),
     "mamba2": (mamba2, "mamba2"),
     "rwkv4": (rwkv4, "rwkv4"),
+    "rwkv7": (rwkv7, "rwkv7"),
+    "rwkv6": (rwkv6, "rwkv6"),
+    "rwkv5": (rwkv5, "rwkv5"),
     "gpt2": (gpt2, "none"),
     "gpt_neox": (gpt_neox, "none"),
     "llama": (llama, "none"),
@@ -110,9 +137,25 @@ STATE_HOOKS: dict[str, tuple[str, str, str]] = {
     "falcon_mamba": ("hook_ssm_write", "hook_ssm_state", "hook_ssm_state_in"),
     "mamba2": ("hook_ssm_write", "hook_ssm_state", "hook_ssm_state_in"),
     "rwkv4": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
+    "rwkv7": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
+    "rwkv6": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
+    "rwkv5": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
 }
 
 # Positions after t whose logits an edit of the last mixer's output at t reaches, through the rest of the
 # last block: none for Mamba-style blocks (position-wise after the mixer); RWKV's channel mix token-shifts
 # its input, so the next position sees it too.
-LAST_BLOCK_REACH: dict[str, int] = {"mamba": 0, "falcon_mamba": 0, "mamba2": 0, "rwkv4": 1}
+LAST_BLOCK_REACH: dict[str, int] = {
+    "mamba": 0,
+    "falcon_mamba": 0,
+    "mamba2": 0,
+    "rwkv4": 1,
+    "rwkv7": 1,
+    "rwkv6": 1,
+    "rwkv5": 1,
+}
+
+# Mixer hooks through which a layer reads an earlier layer's activations other than the residual stream
+# (RWKV-7's value residual: every layer mixes layer 0's value in). Patching a residual alone does not
+# screen off the clean run there.
+CROSS_LAYER_HOOKS: dict[str, str] = {"rwkv7": "hook_v_first"}

@@ -7,7 +7,7 @@ import torch
 
 import nnsight_rnn
 
-from .families import FAMILIES, RECURRENT
+from .families import CROSS_LAYER_HOOKS, FAMILIES, RECURRENT
 
 
 @pytest.fixture(params=sorted(FAMILIES))
@@ -20,13 +20,21 @@ def test_same_snippet_every_architecture(family: str) -> None:
     clean = torch.randint(0, 257, (1, 8))
     corrupt = torch.randint(0, 257, (1, 8))
     layer = 1
+    # RWKV-7 layers also read layer 0's value (not through the residual): patch that path too.
+    side = CROSS_LAYER_HOOKS.get(family)
+    later = list(range(layer + 1, len(model.layers))) if side else []
 
     # The snippet: read a layer's residual, patch it into another prompt, read logits via the lens path.
     with torch.no_grad(), model.trace(clean):
         resid = model.layers[layer].output.save()
+        side_values = list().save()
+        for j in later:
+            side_values.append(model.layers[j].mixer.get(side).output)
         logits = model.output.logits.save()
     with torch.no_grad(), model.trace(corrupt):
         model.layers[layer].output[:] = resid
+        for j, value in zip(later, side_values, strict=True):
+            model.layers[j].mixer.get(side).output[:] = value
         lens = model.unembed(model.final_norm(model.layers[-1].output)).save()
         patched = model.output.logits.save()
     with torch.no_grad(), model.trace(corrupt):

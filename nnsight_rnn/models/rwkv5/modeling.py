@@ -1,0 +1,61 @@
+"""RWKV-5 ("Eagle", BlinkDL's 5.2) as a hookable transformers ``PreTrainedModel`` in plain torch.
+
+Same layout, hooks and state semantics as RWKV-6 (:mod:`nnsight_rnn.models.rwkv6.modeling`), except:
+the token-shift mixes are static lerps ``x * time_mix_* + shifted * (1 - time_mix_*)`` (``hook_xk``,
+``hook_xv``, ``hook_xr``, ``hook_xg``; no ``hook_xw``) and the decay ``w = exp(-exp(time_decay))`` is
+constant over positions: ``hook_decay`` is ``[b, A]`` (one copy per row, no position axis).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..rwkv6.modeling import Rwkv56ForCausalLM, Rwkv56Model, Rwkv56PreTrainedModel, Rwkv56TimeMix
+from .configuration import Rwkv5Config
+
+
+class Rwkv5TimeMix(Rwkv56TimeMix):
+    """RWKV-5.2 time-mix: static token-shift lerps, per-head per-channel constant decay ``time_decay`` [H, K]."""
+
+    kind = "rwkv5"
+    mix_names: ClassVar[tuple[str, ...]] = ("k", "v", "r", "g")
+    decay_per_position: ClassVar[bool] = False
+    _PARAMS: ClassVar[dict[str, str]] = {
+        "k": "time_mix_key", "v": "time_mix_value", "r": "time_mix_receptance", "g": "time_mix_gate",
+    }  # fmt: skip
+
+    def _init_mix_parameters(self, config: Any) -> None:
+        d = config.hidden_size
+        self.time_decay = nn.Parameter(torch.zeros(config.num_heads, config.head_size))
+        for name in self._PARAMS.values():
+            setattr(self, name, nn.Parameter(torch.zeros(1, 1, d)))
+
+    def _mixes(self, x: torch.Tensor, shifted: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for name in self.mix_names:
+            weight = getattr(self, self._PARAMS[name])
+            out[name] = getattr(self, f"hook_x{name}")(x * weight + shifted * (1 - weight))
+        return out
+
+    def _decay(self, mixes: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
+        return torch.exp(-torch.exp(self.time_decay.float())).flatten().expand(batch, -1).clone()
+
+
+class Rwkv5PreTrainedModel(Rwkv56PreTrainedModel):
+    config_class = Rwkv5Config
+    time_mix_class = Rwkv5TimeMix
+    version = 5
+    _no_split_modules: ClassVar[list[str]] = ["Rwkv56Block"]
+
+
+class Rwkv5Model(Rwkv5PreTrainedModel, Rwkv56Model):
+    """RWKV-5 backbone (``rwkv``)."""
+
+
+class Rwkv5ForCausalLM(Rwkv5PreTrainedModel, Rwkv56ForCausalLM):
+    """RWKV-5 ("Eagle") language model, hookable."""
+
+    model_class = Rwkv5Model
