@@ -8,10 +8,13 @@ of each family (no download), then times, side by side:
 - ``rnn_idle``: the nnsight-rnn model's forward with hooks idle (no trace);
 - ``rnn_resid``: a nnsight-rnn trace that saves every layer's residual stream (same as ``nnsight``);
 - ``rnn_states``: states captured at 16 positions of 4 layers (recurrent families);
-- ``rnn_traj``: the full per-position state trajectory of one layer (recurrent families).
+- ``rnn_traj``: the full per-position state trajectory of one layer (recurrent families);
+- ``tl_states``: TransformerLens's ``TransformerBridge`` (native adapters, ``eager_scan=True`` on
+  the same 4 layers) caching ``hook_ssm_state`` for the same capture, where transformer-lens 4 is
+  installed (Mamba, Mamba-2).
 
 Ratios are printed against ``hf`` and ``nnsight`` measured in the same run. Peak memory is the
-resident-set growth during a call, sampled every millisecond from /proc (CPU). Results go to
+growth of memory in use during a call (glibc ``mallinfo2``, sampled every millisecond). Results go to
 stdout and, with ``--json``, to a file.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import gc
 import json
 import statistics
@@ -73,22 +77,60 @@ def _gpt2_124m() -> Any:
     return GPT2LMHeadModel(GPT2Config(n_positions=4096))
 
 
-class PeakRSS:
-    """Peak resident-set growth (bytes) over a block, sampled from /proc/self/statm."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _malloc_in_use() -> Callable[[], int] | None:
+    """Bytes currently allocated through glibc malloc (torch's CPU allocator), if readable."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def in_use() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    return in_use
+
+
+class PeakMemory:
+    """Peak growth (bytes) of memory in use over a block, sampled every millisecond.
+
+    Reads glibc's ``mallinfo2`` (bytes allocated, so memory freed and reused between runs is not
+    hidden as RSS would hide it); falls back to the resident set size from /proc.
+    """
 
     def __init__(self, interval: float = 0.001) -> None:
         self.interval = interval
         self.peak = 0
         self._stop = threading.Event()
+        self.read = _malloc_in_use() or self.rss
 
     @staticmethod
     def rss() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * 4096
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> PeakMemory:
         gc.collect()
-        self.base = self.rss()
+        self.base = self.read()
         self.peak = self.base
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -96,13 +138,13 @@ class PeakRSS:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
+            self.peak = max(self.peak, self.read())
             time.sleep(self.interval)
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.rss())
+        self.peak = max(self.peak, self.read())
 
     @property
     def growth(self) -> int:
@@ -125,7 +167,7 @@ def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     times = []
     peak = 0
     for _ in range(repeats):
-        with PeakRSS() as mem:
+        with PeakMemory() as mem:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
@@ -184,8 +226,39 @@ def _modes(family: str, ref: Any, ids: torch.Tensor) -> dict[str, Callable[[], A
 
         modes["rnn_states"] = rnn_states
         modes["rnn_traj"] = rnn_traj
+        tl = _tl_bridge_states(family, ref, ids, layers, positions)
+        if tl is not None:
+            modes["tl_states"] = tl
     del nnsight
     return modes
+
+
+def _tl_bridge_states(
+    family: str, ref: Any, ids: torch.Tensor, layers: list[int], positions: list[int]
+) -> Callable[[], Any] | None:
+    """TransformerBridge's own eager-scan state capture, or None without transformer-lens 4."""
+    if family not in ("mamba", "mamba2"):
+        return None
+    try:
+        from nnsight_rnn.tl.bridge import boot_bridge, unregister_bridge_adapters
+    except ImportError:
+        return None
+    try:
+        unregister_bridge_adapters()  # the native adapters, as a TransformerLens user has them
+        bridge = boot_bridge(copy.deepcopy(ref))
+    except Exception:  # transformer-lens 3.x has no bridge
+        return None
+    for layer in layers:
+        bridge.blocks[layer].mixer.eager_scan = True
+    names = [f"blocks.{layer}.mixer.hook_ssm_state" for layer in layers]
+
+    def tl_states() -> None:
+        with torch.no_grad():
+            _, cache = bridge.run_with_cache(ids, names_filter=names, use_cache=False)
+        # Mamba-1's bridge lays states out [b, d_inner, pos, N], Mamba-2's [b, pos, H, P, N].
+        picked = [cache[n][:, :, positions] if family == "mamba" else cache[n][:, positions] for n in names]  # noqa: F841
+
+    return tl_states
 
 
 def run(
