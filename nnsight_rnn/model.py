@@ -181,8 +181,9 @@ def _batch_of(model: HookedLanguageModel, inputs: tuple[Any, ...], kwargs: dict[
 def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, **kwargs: Any) -> HookedLanguageModel:
     """Load any supported model as a :class:`HookedLanguageModel`.
 
-    ``model`` is an HF model instance, a local folder written by ``save_pretrained``, or a hub repo
-    id (downloads need network). Folders and instances load offline; a folder with a tokenizer
+    ``model`` is an HF model instance, a local folder written by ``save_pretrained`` (or an original
+    mamba-ssm folder), a BlinkDL RWKV ``.pth`` file, a zoo name, or a hub repo id (downloads need
+    network). Folders and instances load offline; a folder with a tokenizer
     gets it without the hub.
     """
     source = model
@@ -191,6 +192,16 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
 
         if is_zoo_name(model):
             model = zoo_path(model)
+    if isinstance(model, str) and os.path.isfile(model) and model.endswith(".pth"):
+        # A BlinkDL RWKV-5/6/7 checkpoint (read tensors-only); World tokenizer for its 65536 vocabulary.
+        from .models.blinkdl import load_blinkdl
+
+        module = load_blinkdl(model)
+        if tokenizer is None and module.config.vocab_size == 65536:
+            from .rwkv_tokenizer import rwkv_world_tokenizer
+
+            tokenizer = rwkv_world_tokenizer()
+        model = module
     if isinstance(model, str) and os.path.isdir(model):
         from .checkpoints import detect_format
 

@@ -51,3 +51,19 @@ def test_folder_without_tokenizer_gets_byte_tokenizer(tmp_path) -> None:
     FAMILIES["mamba"]().save_pretrained(tmp_path)
     model = nnsight_rnn.load(str(tmp_path))
     assert len(model.tokenizer) == 257
+
+
+def test_blinkdl_pth_file_loads_directly(tmp_path) -> None:
+    from nnsight_rnn.models.blinkdl import convert_blinkdl
+
+    from .models.blinkdl import random_pth_v7
+
+    sd = random_pth_v7(tmp_path / "rwkv7.pth", vocab=300)
+    model = nnsight_rnn.load(str(tmp_path / "rwkv7.pth"))
+    assert model.card.family == "rwkv7"
+    ref = convert_blinkdl(sd)
+    ids = torch.randint(0, 257, (1, 6))
+    with torch.no_grad(), model.trace(ids):
+        logits = model.output.logits.save()
+    with torch.no_grad():
+        torch.testing.assert_close(logits, ref(ids).logits, atol=0, rtol=0)
