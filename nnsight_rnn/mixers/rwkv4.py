@@ -1,4 +1,8 @@
-"""Hookable RWKV-4 time-mix (the ``attention``) and channel-mix (the ``feed_forward``).
+"""Hookable RWKV-4 time-mix (the ``attention``) and channel-mix (the ``feed_forward``); the token shift of every RWKV.
+
+The token shift (:func:`token_shift`, :func:`lerp_mix`, :func:`maa_mix`, :class:`TokenShiftMixer`) and
+the channel-mix (:class:`RwkvChannelMix`) are shared with nnsight-rnn's RWKV-5/6/7 models
+(:mod:`nnsight_rnn.models`), which declare their versions of them.
 
 Both adopt the original HF modules' parameters by reference (``state_dict`` keys unchanged) and
 return a plain ``[batch, pos, d_model]`` tensor. The carried state of a layer travels in a
@@ -57,7 +61,8 @@ Tolerance against HF's CPU path: fp32 rounding (identical bits observed on tiny 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -80,6 +85,9 @@ class LayerState:
         self.attention: torch.Tensor | None = None
 
 
+# --- token shift (every RWKV version's time-mix and channel-mix) ----------------------------------
+
+
 def token_shift(x: torch.Tensor, carried: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(shifted [b, L, d], last [b, d])``: the previous position's x and the shift state to carry.
 
@@ -100,12 +108,53 @@ def token_shift(x: torch.Tensor, carried: torch.Tensor, mask: torch.Tensor | Non
     return shifted, last
 
 
-def _mix(x: torch.Tensor, shifted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    # The same expression as HF's (bit-identical results).
+def lerp_mix(x: torch.Tensor, shifted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """RWKV-4/5 token-shift mix ``x * weight + shifted * (1 - weight)`` (HF's RWKV-4 expression, bit for bit)."""
     return x * weight + shifted * (1 - weight)
 
 
-class HookableRwkv4TimeMix(HookableMixer):
+def maa_mix(x: torch.Tensor, shifted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """RWKV-6/7 token-shift mix ``x + (shifted - x) * weight`` (BlinkDL's expression)."""
+    return x + (shifted - x) * weight
+
+
+# Keyword arguments of the two common kinds of HookPoint.
+CARRIED_HOOK: dict[str, Any] = dict(pos_dim=None, kind="state_carried")  # a state entering / leaving a call [b, ...]
+ACTIVATION_HOOK: dict[str, Any] = dict(pos_dim=1, kind="activation")  # a per-position activation [b, L, ...]
+
+
+class TokenShiftMixer(HookableMixer):
+    """An RWKV time-mix or channel-mix: it token-shifts its input and carries the last x between calls.
+
+    Subclasses set ``shift_slot`` (``"att_shift"`` or ``"ffn_shift"``), ``hidden_size``, and define
+    the hook points ``hook_<shift_slot>_state_in``, ``hook_x``, ``hook_shifted`` and
+    ``hook_<shift_slot>_state_out``; the helpers below fire them (in that order over a call).
+    ``state`` is a :class:`LayerState` (or the RWKV-5/6/7 models' subclass ``LayerCall``).
+    """
+
+    shift_slot: ClassVar[str] = ""
+
+    def _shift_in(self, state: LayerState, hidden: torch.Tensor) -> torch.Tensor:
+        """The carried shift ``[b, d]`` (zeros at a fresh start) after ``hook_<shift_slot>_state_in``."""
+        carried = state.inputs.get(self.shift_slot)
+        if carried is None:
+            carried = hidden.new_zeros(hidden.shape[0], self.hidden_size)
+        return getattr(self, f"hook_{self.shift_slot}_state_in")(carried)
+
+    def _shift(
+        self, hidden: torch.Tensor, carried: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, shifted, last)``: the input after ``hook_x``, its shift after ``hook_shifted``, the shift to carry."""
+        x = self.hook_x(hidden)
+        shifted, last = token_shift(x, carried, mask)
+        return x, self.hook_shifted(shifted), last
+
+    def _shift_out(self, state: LayerState, last: torch.Tensor) -> None:
+        """Carry ``last`` ``[b, d]`` out through ``hook_<shift_slot>_state_out``."""
+        state.outputs[self.shift_slot] = getattr(self, f"hook_{self.shift_slot}_state_out")(last)
+
+
+class HookableRwkv4TimeMix(TokenShiftMixer):
     """RWKV-4 time-mix with hook points; replaces ``RwkvSelfAttention`` (adopting its parameters).
 
     ``forward(hidden [b, L, d], state: LayerState | None, attention_mask [b, L] | None) -> [b, L, d]``.
@@ -114,6 +163,7 @@ class HookableRwkv4TimeMix(HookableMixer):
     """
 
     kind = "rwkv4"
+    shift_slot = "att_shift"
     adopted = (
         "time_decay", "time_first", "time_mix_key", "time_mix_value", "time_mix_receptance",
         "key", "value", "receptance", "output",
@@ -125,8 +175,7 @@ class HookableRwkv4TimeMix(HookableMixer):
         self.attention_hidden_size = self.time_decay.shape[0]
 
         # Defined in firing order (iterating hook_points() reads them as they fire).
-        carried = dict(pos_dim=None, kind="state_carried")
-        act = dict(pos_dim=1, kind="activation")
+        carried, act = CARRIED_HOOK, ACTIVATION_HOOK
         self.hook_att_shift_state_in = HookPoint(**carried, doc="token-shift input carried in [b, d]")
         self.hook_wkv_state_in = HookPoint(**carried, doc="WKV state carried in, (num, den, max) [b, 3, d_att]")
         self.hook_x = HookPoint(**act, doc="time-mix input (ln1 output) [b, L, d]")
@@ -187,22 +236,17 @@ class HookableRwkv4TimeMix(HookableMixer):
         mask = padding_mask(attention_mask, length)
         state = LayerState() if state is None else state
         carried = state.inputs
-        shift_in = carried.get("att_shift")
-        if shift_in is None:
-            shift_in = hidden.new_zeros(batch, self.hidden_size)
+        shift_in = self._shift_in(state, hidden)
         if "num" in carried:
             wkv_in = torch.stack([carried["num"], carried["den"], carried["max"]], dim=1).float()
         else:
             wkv_in = empty_state(batch, self.attention_hidden_size, hidden.device)
-        shift_in = self.hook_att_shift_state_in(shift_in)
         wkv_in = self.hook_wkv_state_in(wkv_in)
 
-        x = self.hook_x(hidden)
-        shifted, last = token_shift(x, shift_in, mask)
-        shifted = self.hook_shifted(shifted)
-        xk = self.hook_xk(_mix(x, shifted, self.time_mix_key))
-        xv = self.hook_xv(_mix(x, shifted, self.time_mix_value))
-        xr = self.hook_xr(_mix(x, shifted, self.time_mix_receptance))
+        x, shifted, last = self._shift(hidden, shift_in, mask)
+        xk = self.hook_xk(lerp_mix(x, shifted, self.time_mix_key))
+        xv = self.hook_xv(lerp_mix(x, shifted, self.time_mix_value))
+        xr = self.hook_xr(lerp_mix(x, shifted, self.time_mix_receptance))
         k = self.hook_k(self.key(xk))
         v = self.hook_v(self.value(xv))
         r = self.hook_r(torch.sigmoid(self.receptance(xr)))
@@ -230,7 +274,7 @@ class HookableRwkv4TimeMix(HookableMixer):
         wkv = self.hook_wkv(wkv.to(k.dtype))
         out = self.output(self.hook_rwkv(r * wkv))
 
-        state.outputs["att_shift"] = self.hook_att_shift_state_out(last)
+        self._shift_out(state, last)
         num, den, mx = self.hook_wkv_state_out(wkv_last).unbind(1)
         state.outputs.update(num=num, den=den, max=mx)
         return out
@@ -249,30 +293,48 @@ class HookableRwkv4TimeMix(HookableMixer):
         return k_w, v_w, den_write
 
 
-class HookableRwkv4ChannelMix(HookableMixer):
-    """RWKV-4 channel-mix with hook points; replaces ``RwkvFeedForward`` (adopting its parameters).
+class RwkvChannelMix(TokenShiftMixer):
+    """The RWKV channel-mix (the block's MLP; nnsight ``layers[i].mlp``), every version.
 
+    ``sigmoid(receptance(xr)) * value(relu(key(xk))**2)`` with ``xk``, ``xr`` token-shift mixes of
+    the input (RWKV-4/5/6), or ``value(relu(key(xk))**2)`` without a receptance gate (RWKV-7).
     ``forward(hidden [b, L, d], state: LayerState | None, attention_mask [b, L] | None) -> [b, L, d]``;
     reads and writes the ``ffn_shift`` slot of the layer state.
+
+    What a version declares: ``mix`` (:func:`lerp_mix` or :func:`maa_mix`), the names of its
+    key / receptance mix parameters (``receptance_mix = None``: no gate), the hook docs that differ
+    (``docs``), and, when it is not adopted from an HF module, :meth:`_init_parameters`.
     """
 
-    kind = "rwkv4_channel_mix"
-    adopted = ("time_mix_key", "time_mix_receptance", "key", "receptance", "value")
+    shift_slot = "ffn_shift"
+    mix: ClassVar[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = staticmethod(lerp_mix)
+    key_mix: ClassVar[str] = ""
+    receptance_mix: ClassVar[str | None] = None
+    docs: ClassVar[dict[str, str]] = {
+        "x": "channel-mix input (ln2 output) [b, L, d]",
+        "xk": "key input (token-shift mix) [b, L, d]",
+        "xr": "receptance input (token-shift mix) [b, L, d]",
+    }
 
     def __init__(self, original: nn.Module, config: Any, layer_idx: int) -> None:
         super().__init__(original, config, layer_idx)
         self.hidden_size = config.hidden_size
-        carried = dict(pos_dim=None, kind="state_carried")
-        act = dict(pos_dim=1, kind="activation")
-        self.hook_ffn_shift_state_in = HookPoint(**carried, doc="token-shift input carried in [b, d]")
-        self.hook_x = HookPoint(**act, doc="channel-mix input (ln2 output) [b, L, d]")
-        self.hook_shifted = HookPoint(**act, doc="token-shift input: previous position's x [b, L, d]")
-        self.hook_xk = HookPoint(**act, doc="key input x*mix_k + shifted*(1-mix_k) [b, L, d]")
-        self.hook_xr = HookPoint(**act, doc="receptance input x*mix_r + shifted*(1-mix_r) [b, L, d]")
-        self.hook_k = HookPoint(**act, doc="relu(key(xk))**2, the neuron activations [b, L, d_ff]")
-        self.hook_v = HookPoint(**act, doc="value(k), before the receptance gate [b, L, d]")
-        self.hook_r = HookPoint(**act, doc="receptance after sigmoid [b, L, d]")
-        self.hook_ffn_shift_state_out = HookPoint(**carried, doc="token-shift state carried out [b, d]")
+        self._init_parameters(config)
+        gated = self.receptance_mix is not None
+        self.hook_ffn_shift_state_in = HookPoint(**CARRIED_HOOK, doc="token-shift input carried in [b, d]")
+        self.hook_x = HookPoint(**ACTIVATION_HOOK, doc=self.docs["x"])
+        self.hook_shifted = HookPoint(**ACTIVATION_HOOK, doc="token-shift input: previous position's x [b, L, d]")
+        self.hook_xk = HookPoint(**ACTIVATION_HOOK, doc=self.docs["xk"])
+        if gated:
+            self.hook_xr = HookPoint(**ACTIVATION_HOOK, doc=self.docs["xr"])
+        self.hook_k = HookPoint(**ACTIVATION_HOOK, doc="relu(key(xk))**2, the neuron activations [b, L, d_ff]")
+        if gated:
+            self.hook_v = HookPoint(**ACTIVATION_HOOK, doc="value(k), before the receptance gate [b, L, d]")
+            self.hook_r = HookPoint(**ACTIVATION_HOOK, doc="receptance after sigmoid [b, L, d]")
+        self.hook_ffn_shift_state_out = HookPoint(**CARRIED_HOOK, doc="token-shift state carried out [b, d]")
+
+    def _init_parameters(self, config: Any) -> None:
+        """Create the mix parameters and ``key`` / ``receptance`` / ``value`` (native models; adopted ones have them)."""
 
     @staticmethod
     def state_slots(config: Any) -> dict[str, tuple[int, ...]]:
@@ -285,21 +347,33 @@ class HookableRwkv4ChannelMix(HookableMixer):
         attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        batch, length, _ = hidden.shape
-        mask = padding_mask(attention_mask, length)
+        mask = padding_mask(attention_mask, hidden.shape[1])
         state = LayerState() if state is None else state
-        shift_in = state.inputs.get("ffn_shift")
-        if shift_in is None:
-            shift_in = hidden.new_zeros(batch, self.hidden_size)
-        shift_in = self.hook_ffn_shift_state_in(shift_in)
-
-        x = self.hook_x(hidden)
-        shifted, last = token_shift(x, shift_in, mask)
-        shifted = self.hook_shifted(shifted)
-        xk = self.hook_xk(_mix(x, shifted, self.time_mix_key))
-        xr = self.hook_xr(_mix(x, shifted, self.time_mix_receptance))
-        k = self.hook_k(torch.square(torch.relu(self.key(xk))))
+        x, shifted, last = self._shift(hidden, self._shift_in(state, hidden), mask)
+        xk = self.hook_xk(self.mix(x, shifted, getattr(self, self.key_mix)))
+        if self.receptance_mix is None:  # no gate: value(k) is the output (computed after the shift goes out)
+            k = self.hook_k(torch.relu(self.key(xk)) ** 2)
+            self._shift_out(state, last)
+            return self.value(k)
+        xr = self.hook_xr(self.mix(x, shifted, getattr(self, self.receptance_mix)))
+        k = self.hook_k(torch.relu(self.key(xk)) ** 2)
         v = self.hook_v(self.value(k))
         r = self.hook_r(torch.sigmoid(self.receptance(xr)))
-        state.outputs["ffn_shift"] = self.hook_ffn_shift_state_out(last)
+        self._shift_out(state, last)
         return r * v
+
+
+class HookableRwkv4ChannelMix(RwkvChannelMix):
+    """RWKV-4 channel-mix with hook points; replaces ``RwkvFeedForward`` (adopting its parameters).
+
+    See :class:`RwkvChannelMix`: static mixes ``x * time_mix_* + shifted * (1 - time_mix_*)``, gated.
+    """
+
+    kind = "rwkv4_channel_mix"
+    adopted = ("time_mix_key", "time_mix_receptance", "key", "receptance", "value")
+    key_mix, receptance_mix = "time_mix_key", "time_mix_receptance"
+    docs: ClassVar[dict[str, str]] = {
+        **RwkvChannelMix.docs,
+        "xk": "key input x*mix_k + shifted*(1-mix_k) [b, L, d]",
+        "xr": "receptance input x*mix_r + shifted*(1-mix_r) [b, L, d]",
+    }

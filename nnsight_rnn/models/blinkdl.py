@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,55 +46,79 @@ def _n_layers(sd: PthDict) -> int:
     return 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where a version's HF model keeps BlinkDL's tensors (the module names of its hub folders)."""
+
+    version: str  # for errors: "RWKV-7"
+    fixed: dict[str, str]  # emb.weight, ln_out.*, head.weight -> our names
+    blocks: str  # the block list: "model.layers"
+    norms: dict[str, str]  # ln0 (block 0), ln1, ln2 -> the block's norms
+    mixers: dict[str, str]  # att, ffn -> the block's time-mix, channel-mix
+    # (name, block index, "att" | "ffn", rest) -> (our name under the mixer or None to drop, transform)
+    mixer_key: Callable[[str, str, str, str], tuple[str | None, str]]
+
+    def rename(self, name: str) -> tuple[str | None, str]:
+        """(our name or None to drop, transform) for one BlinkDL key; transform in {"", "T", "flat", "r_k"}."""
+        if name in self.fixed:
+            return self.fixed[name], ""
+        m = re.fullmatch(r"blocks\.(\d+)\.(ln0|ln1|ln2)\.(weight|bias)", name)
+        if m:
+            return f"{self.blocks}.{m.group(1)}.{self.norms[m.group(2)]}.{m.group(3)}", ""
+        m = re.fullmatch(r"blocks\.(\d+)\.(att|ffn)\.(.+)", name)
+        if not m:
+            raise KeyError(f"unexpected key {name!r} in an {self.version} checkpoint")
+        i, part, rest = m.groups()
+        ours, how = self.mixer_key(name, i, part, rest)
+        return (None if ours is None else f"{self.blocks}.{i}.{self.mixers[part]}.{ours}"), how
+
+
 # --- RWKV-7 --------------------------------------------------------------------------------------
 
 _V7_LORAS = {"w": "w_lora", "a": "a_lora", "v": "v_lora", "g": "g_lora"}
 _V7_PROJ = {"receptance": "r_proj", "key": "k_proj", "value": "v_proj", "output": "o_proj"}
 
 
-def _v7_name(name: str) -> tuple[str | None, str]:
-    """(our name or None to drop, transform) for one BlinkDL RWKV-7 key; transform in {"", "T", "flat"}."""
-    fixed = {
-        "emb.weight": "model.embeddings.weight", "ln_out.weight": "model.norm.weight",
-        "ln_out.bias": "model.norm.bias", "head.weight": "lm_head.weight",
-    }  # fmt: skip
-    if name in fixed:
-        return fixed[name], ""
-    m = re.fullmatch(r"blocks\.(\d+)\.(ln0|ln1|ln2)\.(weight|bias)", name)
-    if m:
-        norm = {"ln0": "pre_norm", "ln1": "attn_norm", "ln2": "ffn_norm"}[m.group(2)]
-        return f"model.layers.{m.group(1)}.{norm}.{m.group(3)}", ""
-    m = re.fullmatch(r"blocks\.(\d+)\.(att|ffn)\.(.+)", name)
-    if not m:
-        raise KeyError(f"unexpected key {name!r} in an RWKV-7 checkpoint")
-    i, part, rest = m.groups()
-    p = f"model.layers.{i}.{'attn' if part == 'att' else 'ffn'}."
+def _v7_mixer_key(name: str, i: str, part: str, rest: str) -> tuple[str | None, str]:
     if part == "ffn":
         if rest == "x_k":
-            return p + "x_k", "flat"
+            return "x_k", "flat"
         if rest in ("key.weight", "value.weight"):
-            return p + rest, ""
+            return rest, ""
         raise KeyError(f"unsupported RWKV-7 channel-mix key {name!r} (DeepEmbed / other variants are not supported)")
     if rest in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
-        return p + rest, ""
+        return rest, ""
     if rest in ("k_k", "k_a"):
-        return p + rest, "flat"
+        return rest, "flat"
     if rest == "r_k":
-        return p + rest, "r_k"
+        return rest, "r_k"
     lm = re.fullmatch(r"([wavg])([012])", rest)
     if lm:
         if lm.group(1) == "v" and i == "0":
             return None, ""  # layer 0 has no value residual (BlinkDL keeps unused v0/v1/v2)
-        lora = p + _V7_LORAS[lm.group(1)] + ".lora."
+        lora = _V7_LORAS[lm.group(1)] + ".lora."
         return {"0": (lora + "2.bias", "flat"), "1": (lora + "0.weight", "T"), "2": (lora + "2.weight", "T")}[
             lm.group(2)
         ]
     pm = re.fullmatch(r"(receptance|key|value|output)\.weight", rest)
     if pm:
-        return p + _V7_PROJ[pm.group(1)] + ".weight", ""
+        return _V7_PROJ[pm.group(1)] + ".weight", ""
     if rest in ("ln_x.weight", "ln_x.bias"):
-        return p + "g_norm." + rest.split(".")[1], ""
+        return "g_norm." + rest.split(".")[1], ""
     raise KeyError(f"unsupported RWKV-7 time-mix key {name!r}")
+
+
+_V7 = _Layout(
+    version="RWKV-7",
+    fixed={
+        "emb.weight": "model.embeddings.weight", "ln_out.weight": "model.norm.weight",
+        "ln_out.bias": "model.norm.bias", "head.weight": "lm_head.weight",
+    },
+    blocks="model.layers",
+    norms={"ln0": "pre_norm", "ln1": "attn_norm", "ln2": "ffn_norm"},
+    mixers={"att": "attn", "ffn": "ffn"},
+    mixer_key=_v7_mixer_key,
+)  # fmt: skip
 
 
 def _v7_config(sd: PthDict, **overrides: Any) -> Any:
@@ -125,10 +150,7 @@ def convert_v7(sd: PthDict, **config_overrides: Any) -> nn.Module:
     """An :class:`Rwkv7ForCausalLM` holding a BlinkDL RWKV-7 ``state_dict`` (fp32)."""
     from .rwkv7 import Rwkv7ForCausalLM
 
-    config = _v7_config(sd, **config_overrides)
-    with torch.device("meta"):
-        model = Rwkv7ForCausalLM(config)
-    return _load_converted(model, sd, _v7_name)
+    return _load_converted(Rwkv7ForCausalLM, _v7_config(sd, **config_overrides), sd, _V7)
 
 
 # --- RWKV-5 / RWKV-6 -------------------------------------------------------------------------------
@@ -137,30 +159,27 @@ _V5_MIX = {"time_mix_k": "time_mix_key", "time_mix_v": "time_mix_value", "time_m
            "time_mix_g": "time_mix_gate"}  # fmt: skip
 
 
-def _v56_name(name: str) -> tuple[str | None, str]:
-    """(our name, transform) for one BlinkDL RWKV-5/6 key: the "-hf" layout, renames only."""
-    fixed = {
-        "emb.weight": "rwkv.embeddings.weight", "ln_out.weight": "rwkv.ln_out.weight",
-        "ln_out.bias": "rwkv.ln_out.bias", "head.weight": "head.weight",
-    }  # fmt: skip
-    if name in fixed:
-        return fixed[name], ""
-    m = re.fullmatch(r"blocks\.(\d+)\.(ln0|ln1|ln2)\.(weight|bias)", name)
-    if m:
-        norm = "pre_ln" if m.group(2) == "ln0" else m.group(2)
-        return f"rwkv.blocks.{m.group(1)}.{norm}.{m.group(3)}", ""
-    m = re.fullmatch(r"blocks\.(\d+)\.(att|ffn)\.(.+)", name)
-    if not m:
-        raise KeyError(f"unexpected key {name!r} in an RWKV-5/6 checkpoint")
-    i, part, rest = m.groups()
+def _v56_mixer_key(name: str, i: str, part: str, rest: str) -> tuple[str | None, str]:
     if rest == "time_state":
         raise NotImplementedError(f"{name}: state-tuned checkpoints (att.time_state) are not supported yet")
     if part == "ffn" and rest in ("time_mix_k", "time_mix_r"):
         rest = _V5_MIX[rest]
     elif part == "att" and rest in _V5_MIX:
         rest = _V5_MIX[rest]
-    module = "attention" if part == "att" else "feed_forward"
-    return f"rwkv.blocks.{i}.{module}.{rest}", "flat" if rest.startswith("time_") else ""
+    return rest, "flat" if rest.startswith("time_") else ""
+
+
+_V56 = _Layout(  # the "-hf" layout, renames only
+    version="RWKV-5/6",
+    fixed={
+        "emb.weight": "rwkv.embeddings.weight", "ln_out.weight": "rwkv.ln_out.weight",
+        "ln_out.bias": "rwkv.ln_out.bias", "head.weight": "head.weight",
+    },
+    blocks="rwkv.blocks",
+    norms={"ln0": "pre_ln", "ln1": "ln1", "ln2": "ln2"},
+    mixers={"att": "attention", "ffn": "feed_forward"},
+    mixer_key=_v56_mixer_key,
+)  # fmt: skip
 
 
 def _v56_config(sd: PthDict, version: int, **overrides: Any) -> Any:
@@ -190,14 +209,11 @@ def _convert_v56(sd: PthDict, version: int, **config_overrides: Any) -> nn.Modul
         raise NotImplementedError(
             "RWKV-5.0/5.1 checkpoints (time_first instead of time_faaaa) are not supported; RWKV-5 World (5.2) is"
         )
-    config = _v56_config(sd, version, **config_overrides)
     if version == 6:
         from .rwkv6 import Rwkv6ForCausalLM as cls
     else:
         from .rwkv5 import Rwkv5ForCausalLM as cls
-    with torch.device("meta"):
-        model = cls(config)
-    return _load_converted(model, sd, _v56_name)
+    return _load_converted(cls, _v56_config(sd, version, **config_overrides), sd, _V56)
 
 
 def convert_v6(sd: PthDict, **config_overrides: Any) -> nn.Module:
@@ -213,11 +229,14 @@ def convert_v5(sd: PthDict, **config_overrides: Any) -> nn.Module:
 # --- shared ---------------------------------------------------------------------------------------
 
 
-def _load_converted(model: nn.Module, sd: PthDict, rename: Callable[[str], tuple[str | None, str]]) -> nn.Module:
+def _load_converted(model_cls: type[nn.Module], config: Any, sd: PthDict, layout: _Layout) -> nn.Module:
+    """A ``model_cls(config)`` (built on the meta device) holding ``sd``'s tensors, renamed by ``layout``."""
+    with torch.device("meta"):
+        model = model_cls(config)
     targets = {k: v.shape for k, v in model.state_dict().items()}
     out: PthDict = {}
     for name, tensor in sd.items():
-        ours, how = rename(name)
+        ours, how = layout.rename(name)
         if ours is None:
             continue
         if ours not in targets:
@@ -284,7 +303,7 @@ def to_blinkdl_state_dict(model: nn.Module) -> PthDict:
     shapes = _v7_blinkdl_shapes(model.config)
     out: PthDict = {}
     for name, shape in shapes.items():
-        target, how = _v7_name(name)
+        target, how = _V7.rename(name)
         if target is None:
             continue
         t = ours[target].detach().cpu()

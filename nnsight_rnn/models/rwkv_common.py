@@ -1,4 +1,10 @@
-"""What the RWKV-5/6/7 models share: the recurrent cache, the per-layer call context, masks.
+"""What the RWKV-5/6/7 models share: config keys, the recurrent cache, the time-mix's carried state and
+per-position hooks, the backbone and language-model classes, and the registration of a version.
+
+A version (:mod:`~nnsight_rnn.models.rwkv6.modeling`, :mod:`~nnsight_rnn.models.rwkv7.modeling`) declares
+what differs: its time-mix arithmetic, its channel-mix's token-shift mix (the channel-mix and the token
+shift themselves are :mod:`nnsight_rnn.mixers.rwkv4`'s, shared with RWKV-4), its blocks and its module
+names (the ``state_dict`` layout of its hub folders).
 
 The carried state of one layer is a dict ``slot -> [batch, ...]`` tensor:
 
@@ -16,11 +22,18 @@ continuations and autograd runs through the carried state.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from ..hooks import HookPoint, select_positions
+from ..mixers.rwkv4 import ACTIVATION_HOOK, CARRIED_HOOK, LayerState, TokenShiftMixer
 from ..state import RecurrentState
+from .wkv import outer_writes
 
 SLOTS = ("att_shift", "wkv", "ffn_shift")
 
@@ -97,7 +110,7 @@ class RwkvCache:
         return RecurrentState(family, [{k: v.clone() for k, v in layer.items()} for layer in self.layers])
 
 
-class LayerCall:
+class LayerCall(LayerState):
     """One layer's carried state for one call, shared by its time-mix and channel-mix.
 
     ``inputs`` holds the slots carried into the call (read only, possibly empty: a fresh start),
@@ -106,8 +119,7 @@ class LayerCall:
     """
 
     def __init__(self, inputs: dict[str, torch.Tensor] | None = None) -> None:
-        self.inputs: dict[str, torch.Tensor] = inputs or {}
-        self.outputs: dict[str, torch.Tensor] = {}
+        super().__init__(inputs)
         self.v_first: torch.Tensor | None = None
 
 
@@ -145,7 +157,303 @@ def cache_layers(cache: Any, n_layers: int, batch: int) -> list[LayerCall]:
     return [LayerCall(dict(layer)) for layer in cache.layers]
 
 
-# --- nnsight-rnn state format "rwkv_cache" -----------------------------------------------------
+def per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[..., H * N]`` -> ``[..., H, N]`` (a view)."""
+    return x.view(*x.shape[:-1], heads, x.shape[-1] // heads)
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+class RwkvConfigBase(PretrainedConfig):
+    """The keys every RWKV-5/6/7 config has; a version's config adds its own and sets ``model_type``.
+
+    Args:
+        vocab_size: token count (RWKV World: 65536).
+        hidden_size: residual width ``d``.
+        num_hidden_layers: blocks.
+        group_norm_eps: eps of the per-head GroupNorm on the WKV output; ``None``: the version's
+            default (``default_group_norm_eps``). :attr:`wkv_group_norm_eps` is the one used.
+        initializer_range, use_cache, tie_word_embeddings: transformers' keys.
+        pad_token_id, bos_token_id, eos_token_id: 0 (the World tokenizer's end of text).
+    """
+
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
+
+    def __init__(
+        self,
+        vocab_size: int = 65536,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        group_norm_eps: float | None = None,
+        initializer_range: float = 0.02,
+        use_cache: bool = True,
+        pad_token_id: int | None = 0,
+        bos_token_id: int | None = 0,
+        eos_token_id: int | None = 0,
+        tie_word_embeddings: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.group_norm_eps = group_norm_eps
+        self.initializer_range = initializer_range
+        self.use_cache = use_cache
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+    @property
+    def default_group_norm_eps(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def wkv_group_norm_eps(self) -> float:
+        """The GroupNorm eps actually used (see ``group_norm_eps``)."""
+        return self.group_norm_eps if self.group_norm_eps is not None else self.default_group_norm_eps
+
+
+# --- the time-mix ------------------------------------------------------------------------------------
+
+
+class WkvTimeMix(TokenShiftMixer):
+    """What the RWKV-5/6/7 time-mixes share (the block's attention; nnsight ``layers[i].mixer``).
+
+    - the carried state: ``att_shift`` [b, d] and ``wkv`` [b, H, K, V] (fp32) enter through
+      ``hook_att_shift_state_in`` and ``hook_wkv_state_in``, then the input goes through ``hook_x`` and
+      its token shift through ``hook_shifted`` (the first hooks to fire: :meth:`_add_input_hooks`,
+      :meth:`_carried_in`, :meth:`_shift`); the state leaves through ``hook_att_shift_state_out`` and
+      ``hook_wkv_state_out`` (the last: :meth:`_add_output_hooks`, :meth:`_carry_out`);
+    - the expensive per-position hooks ``hook_wkv_write`` and ``hook_wkv_state`` (computed only when
+      they fire, honouring ``HookPoint.positions``), see :meth:`_scan_hooks`.
+
+    A version defines its hooks in firing order between those, ``forward`` (its WKV arithmetic) and
+    ``recompute_states``, and declares ``version_name`` and ``checkpoints`` (how its checkpoints load,
+    for the error of :meth:`from_original`).
+    """
+
+    shift_slot = "att_shift"
+    version_name: ClassVar[str] = ""
+    checkpoints: ClassVar[str] = ""
+
+    @classmethod
+    def from_original(cls, original: nn.Module, config: Any, layer_idx: int) -> WkvTimeMix:
+        raise TypeError(
+            f"{type(original).__name__} is not nnsight-rnn's {cls.version_name} time-mix: load {cls.checkpoints}, "
+            "BlinkDL .pth files with nnsight_rnn.models.blinkdl.load_blinkdl(path)"
+        )
+
+    @staticmethod
+    def state_slots(config: Any) -> dict[str, tuple[int, ...]]:
+        """One layer's carried state (time-mix and channel-mix), shapes without the batch axis."""
+        d, H, N = config.hidden_size, config.num_heads, config.head_dim
+        return {"att_shift": (d,), "wkv": (H, N, N), "ffn_shift": (d,)}
+
+    def _add_input_hooks(self, input_norm: str) -> None:
+        """Define the first hooks to fire: the carried state in, the input (``input_norm``'s output), its shift."""
+        self.hook_att_shift_state_in = HookPoint(**CARRIED_HOOK, doc="token-shift input carried in [b, d]")
+        self.hook_wkv_state_in = HookPoint(**CARRIED_HOOK, doc="WKV state carried in [b, H, K, V] (fp32)")
+        self.hook_x = HookPoint(**ACTIVATION_HOOK, doc=f"time-mix input ({input_norm} output) [b, L, d]")
+        self.hook_shifted = HookPoint(**ACTIVATION_HOOK, doc="token-shift input: previous position's x [b, L, d]")
+
+    def _add_output_hooks(self) -> None:
+        """Define the last hooks to fire: the carried state out."""
+        self.hook_att_shift_state_out = HookPoint(**CARRIED_HOOK, doc="token-shift state carried out [b, d]")
+        self.hook_wkv_state_out = HookPoint(**CARRIED_HOOK, doc="WKV state carried out [b, H, K, V] (fp32)")
+
+    def _carried_in(self, state: LayerCall, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(shift [b, d], wkv [b, H, K, V] fp32)`` carried in (zeros at a fresh start), after their hooks."""
+        shift_in = self._shift_in(state, hidden)
+        wkv_in = state.inputs.get("wkv")
+        if wkv_in is None:
+            H, N = self.config.num_heads, self.config.head_dim
+            wkv_in = hidden.new_zeros(hidden.shape[0], H, N, N, dtype=torch.float32)
+        return shift_in, self.hook_wkv_state_in(wkv_in)
+
+    def _scan_hooks(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[dict[int, torch.Tensor] | None, bool, list[int] | None]:
+        """What the expensive hooks ask of the scan, from ``k`` ``[b, L, H, K]`` and ``v`` ``[b, L, H, V]``.
+
+        Returns ``(writes, keep, positions)``: the writes after ``hook_wkv_write`` by position (None when
+        it does not fire), whether ``hook_wkv_state`` fires, and its positions (None: all).
+        """
+        writes = self._hooked_writes(k, v) if self.hook_wkv_write.fires() else None
+        keep = self.hook_wkv_state.fires()
+        positions = select_positions(self.hook_wkv_state.positions, k.shape[1], self.hook_wkv_state.name)
+        return writes, keep, positions
+
+    def _hooked_writes(self, k: torch.Tensor, v: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Writes after ``hook_wkv_write``, by position (all positions or the selected ones)."""
+        hook = self.hook_wkv_write
+        positions = select_positions(hook.positions, k.shape[1], hook.name)
+        if positions is None:
+            write = hook(outer_writes(k, v))
+            return {t: write[:, t] for t in range(k.shape[1])}
+        write = hook(outer_writes(k[:, positions], v[:, positions]))
+        return {t: write[:, i] for i, t in enumerate(positions)}
+
+    def _carry_out(self, state: LayerCall, last: torch.Tensor, wkv_last: torch.Tensor) -> None:
+        """Carry the last input ``[b, d]`` and the WKV state ``[b, H, K, V]`` out through their hooks."""
+        self._shift_out(state, last)
+        state.outputs["wkv"] = self.hook_wkv_state_out(wkv_last)
+
+
+# --- the models ----------------------------------------------------------------------------------------
+
+
+class RwkvPreTrainedBase(PreTrainedModel):
+    """The base of nnsight-rnn's RWKV-5/6/7 models (transformers' ``RwkvPreTrainedModel`` is RWKV-4's).
+
+    A version sets ``config_class``, ``base_model_prefix`` (the backbone's attribute in its
+    language model), ``_no_split_modules`` and its ``_init_weights``.
+    """
+
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _is_stateful = True
+
+
+class RwkvBackbone(RwkvPreTrainedBase):
+    """Embedding (``embeddings``), blocks, final norm; ``past_key_values`` is an :class:`RwkvCache` when ``use_cache``.
+
+    A version builds the modules in ``__init__`` and names the block list and the final norm
+    (``blocks_attr``, ``final_norm_attr``); each block is called ``block(hidden, call, mask)``
+    (:meth:`_call_block`) with its :class:`LayerCall`.
+
+    ``hidden_states`` (``output_hidden_states``) follow the transformer convention:
+    ``[embeddings, out_0, ..., out_{n-2}, final_norm(out_{n-1})]``.
+    """
+
+    blocks_attr: ClassVar[str] = ""
+    final_norm_attr: ClassVar[str] = ""
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings = value
+
+    def _call_block(
+        self, i: int, block: nn.Module, hidden: torch.Tensor, calls: list[LayerCall], mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Block ``i``'s forward: ``[b, L, d]`` -> ``[b, L, d]``, reading and writing ``calls[i]``."""
+        return block(hidden, calls[i], mask)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: RwkvCache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple | BaseModelOutputWithPast:
+        cfg = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embeddings(input_ids)
+        batch, length, _ = inputs_embeds.shape
+        use_cache = use_cache if use_cache is not None else (cfg.use_cache and not self.training)
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else cfg.output_hidden_states
+        return_dict = return_dict if return_dict is not None else cfg.return_dict
+        blocks = getattr(self, self.blocks_attr)
+        mask = call_mask(attention_mask, length)
+        calls = cache_layers(past_key_values, len(blocks), batch)
+
+        hidden = inputs_embeds
+        all_hidden: tuple[torch.Tensor, ...] | None = (hidden,) if output_hidden_states else None
+        for i, block in enumerate(blocks):
+            hidden = self._call_block(i, block, hidden, calls, mask)
+            if all_hidden is not None and i + 1 < len(blocks):
+                all_hidden += (hidden,)
+        hidden = getattr(self, self.final_norm_attr)(hidden)
+        if all_hidden is not None:
+            all_hidden += (hidden,)
+        cache = None
+        if use_cache or past_key_values is not None:
+            seen = past_key_values.seen_tokens if isinstance(past_key_values, RwkvCache) else 0
+            cache = RwkvCache([c.outputs for c in calls], seen + length)
+        if not return_dict:
+            return tuple(x for x in (hidden, cache, all_hidden) if x is not None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden)
+
+
+class RwkvCausalLM(RwkvPreTrainedBase, GenerationMixin):
+    """Language model: the backbone (``backbone_class``, under ``base_model_prefix``) and the head (``head_attr``).
+
+    ``generate`` carries an :class:`RwkvCache`. With ``labels``, the loss is the shifted
+    cross-entropy; padded positions (``attention_mask == 0``) are ignored by it.
+    """
+
+    backbone_class: ClassVar[type[RwkvBackbone]] = RwkvBackbone
+    head_attr: ClassVar[str] = ""
+
+    def __init__(self, config: RwkvConfigBase) -> None:
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, self.backbone_class(config))
+        setattr(self, self.head_attr, nn.Linear(config.hidden_size, config.vocab_size, bias=False))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return getattr(self, self.base_model_prefix).embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        getattr(self, self.base_model_prefix).embeddings = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return getattr(self, self.head_attr)
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        setattr(self, self.head_attr, value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: RwkvCache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs: Any,
+    ) -> tuple | CausalLMOutputWithPast:
+        out = getattr(self, self.base_model_prefix)(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values, use_cache=use_cache, output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )  # fmt: skip
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.get_output_embeddings()(hidden)
+        loss = None
+        if labels is not None:
+            targets = labels[:, 1:]
+            if attention_mask is not None:
+                targets = targets.masked_fill(attention_mask[:, -labels.shape[1] :][:, 1:] == 0, -100)
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100
+            )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if not return_dict:
+            return tuple(x for x in (loss, logits, out.past_key_values, out.hidden_states) if x is not None)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
+        )
+
+
+# --- registration: nnsight-rnn state format "rwkv_cache", transformers' Auto classes ------------------------
 
 
 def _cache_to_kwargs(model: Any, state: RecurrentState) -> dict[str, Any]:
@@ -159,17 +467,29 @@ def _cache_from_output(model: Any, card: Any, output: Any) -> RecurrentState:
     return cache.to_state(card.family)
 
 
-def register_cache_format() -> None:
-    """Register the ``rwkv_cache`` state format (idempotent): ``past_key_values`` <-> :class:`RecurrentState`."""
-    from ..state import register_state_format
+def register_family(
+    config_cls: type[RwkvConfigBase], backbone_cls: type[RwkvBackbone], lm_cls: type[RwkvCausalLM], time_mix_cls: type
+) -> None:
+    """Register one RWKV-5/6/7 version with transformers and nnsight-rnn (idempotent).
 
-    register_state_format("rwkv_cache", _cache_to_kwargs, _cache_from_output)
-
-
-def register_auto(model_type: str, config_cls: type, base_cls: type, lm_cls: type) -> None:
-    """Register a family with transformers' Auto classes (replacing another package's registration of the type)."""
+    - ``AutoConfig`` / ``AutoModel`` / ``AutoModelForCausalLM`` for ``config_cls.model_type`` (replacing
+      another package's registration of the type: the hub folders of that type have our ``state_dict``
+      layout, so they load into our classes);
+    - the mixer kind ``time_mix_cls.kind`` (the model's own time-mix: nothing is swapped);
+    - the state format ``rwkv_cache``: ``past_key_values`` (an :class:`RwkvCache`) <->
+      :class:`~nnsight_rnn.state.RecurrentState` with slots ``att_shift`` [b, d], ``wkv`` [b, H, K, V]
+      (fp32) and ``ffn_shift`` [b, d] per layer;
+    - the RWKV World tokenizer for ``config_cls``.
+    """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    AutoConfig.register(model_type, config_cls, exist_ok=True)
-    AutoModel.register(config_cls, base_cls, exist_ok=True)
+    from ..mixers import register_mixer_kind
+    from ..rwkv_tokenizer import register_tokenizer
+    from ..state import register_state_format
+
+    AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+    AutoModel.register(config_cls, backbone_cls, exist_ok=True)
     AutoModelForCausalLM.register(config_cls, lm_cls, exist_ok=True)
+    register_mixer_kind(time_mix_cls)
+    register_state_format("rwkv_cache", _cache_to_kwargs, _cache_from_output)
+    register_tokenizer([config_cls])

@@ -53,6 +53,19 @@ def _kept(
     return out, {t: i for i, t in enumerate(slots)}
 
 
+def _write_at(
+    t: int, k: torch.Tensor, v: torch.Tensor, writes: dict[int, torch.Tensor], valid: torch.Tensor | None
+) -> torch.Tensor:
+    """The write at position t ``[b, H, K, V]``: the hooked one (none where padded) or ``k_t v_t^T``.
+
+    ``k`` (already zero at padded positions, :func:`_prepare_valid`) ``[b, L, H, K]``, ``v`` ``[b, L, H, V]``.
+    """
+    if t not in writes:
+        return k[:, t, :, :, None] * v[:, t, :, None, :]
+    W = writes[t].float()
+    return W if valid is None else W * valid[:, t, None, None, None]
+
+
 def wkv6_scan(
     r: torch.Tensor,
     w: torch.Tensor,
@@ -93,12 +106,7 @@ def wkv6_scan(
     for t in range(length):
         if t in where:
             kept[:, where[t]] = S
-        if t in writes:
-            W = writes[t].float()
-            if valid is not None:
-                W = W * valid[:, t, None, None, None]
-        else:
-            W = k[:, t, :, :, None] * v[:, t, :, None, :]
+        W = _write_at(t, k, v, writes, valid)
         # BlinkDL's order: r^T (u * W + S); the same ops whether or not the write is hooked.
         y[:, t] = (r[:, t, :, None, :] @ (u * W + S)).squeeze(-2)
         S = S * w[:, t, :, :, None] + W
@@ -154,12 +162,7 @@ def wkv7_scan(
     kept, where = _kept(keep_states, keep_positions, length, S)
     writes = writes or {}
     for t in range(length):
-        if t in writes:
-            W = writes[t].float()
-            if valid is not None:
-                W = W * valid[:, t, None, None, None]
-        else:
-            W = k[:, t, :, :, None] * v[:, t, :, None, :]
+        W = _write_at(t, k, v, writes, valid)
         removed = a[:, t, :, None, :] @ S  # [b, H, 1, V]
         S = S * w[:, t, :, :, None] + b[:, t, :, :, None] * removed + W
         y[:, t] = (r[:, t, :, None, :] @ S).squeeze(-2)

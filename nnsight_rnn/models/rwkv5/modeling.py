@@ -13,7 +13,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..rwkv6.modeling import Rwkv56ForCausalLM, Rwkv56Model, Rwkv56PreTrainedModel, Rwkv56TimeMix
+from ...mixers.rwkv4 import lerp_mix
+from ..rwkv6.modeling import (
+    Rwkv56ChannelMix,
+    Rwkv56ForCausalLM,
+    Rwkv56Model,
+    Rwkv56PreTrainedModel,
+    Rwkv56TimeMix,
+)
 from .configuration import Rwkv5Config
 
 
@@ -34,21 +41,26 @@ class Rwkv5TimeMix(Rwkv56TimeMix):
             setattr(self, name, nn.Parameter(torch.zeros(1, 1, d)))
 
     def _mixes(self, x: torch.Tensor, shifted: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {}
-        for name in self.mix_names:
-            weight = getattr(self, self._PARAMS[name])
-            out[name] = getattr(self, f"hook_x{name}")(x * weight + shifted * (1 - weight))
-        return out
+        return {
+            name: getattr(self, f"hook_x{name}")(lerp_mix(x, shifted, getattr(self, self._PARAMS[name])))
+            for name in self.mix_names
+        }
 
     def _decay(self, mixes: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
         return torch.exp(-torch.exp(self.time_decay.float())).flatten().expand(batch, -1).clone()
 
 
+class Rwkv5ChannelMix(Rwkv56ChannelMix):
+    """RWKV-5 channel-mix: ``x * time_mix_key + shifted * (1 - time_mix_key)`` (and ``time_mix_receptance``)."""
+
+    mix = staticmethod(lerp_mix)
+    key_mix, receptance_mix = "time_mix_key", "time_mix_receptance"
+
+
 class Rwkv5PreTrainedModel(Rwkv56PreTrainedModel):
     config_class = Rwkv5Config
     time_mix_class = Rwkv5TimeMix
-    version = 5
-    _no_split_modules: ClassVar[list[str]] = ["Rwkv56Block"]
+    channel_mix_class = Rwkv5ChannelMix
 
 
 class Rwkv5Model(Rwkv5PreTrainedModel, Rwkv56Model):
@@ -58,4 +70,4 @@ class Rwkv5Model(Rwkv5PreTrainedModel, Rwkv56Model):
 class Rwkv5ForCausalLM(Rwkv5PreTrainedModel, Rwkv56ForCausalLM):
     """RWKV-5 ("Eagle") language model, hookable."""
 
-    model_class = Rwkv5Model
+    backbone_class = Rwkv5Model

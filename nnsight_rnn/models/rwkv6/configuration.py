@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-from transformers import PretrainedConfig
+from ..rwkv_common import RwkvConfigBase
 
 
-class Rwkv56Config(PretrainedConfig):
+class Rwkv56Config(RwkvConfigBase):
     """Hyper-parameters shared by RWKV-5 and RWKV-6 (the "-hf" repos' keys).
 
+    Besides :class:`~nnsight_rnn.models.rwkv_common.RwkvConfigBase`'s (``vocab_size``, ``hidden_size``,
+    ``num_hidden_layers``, ``group_norm_eps``, ...):
+
     Args:
-        vocab_size: token count (RWKV World: 65536).
-        hidden_size: residual width ``d``.
-        num_hidden_layers: blocks.
         attention_hidden_size: time-mix width ``A`` (default ``hidden_size``).
         head_size: WKV head size ``N`` (64 in released models); ``A / N`` heads.
         head_size_divisor: kept from the "-hf" configs; the WKV GroupNorm eps is
@@ -23,8 +23,6 @@ class Rwkv56Config(PretrainedConfig):
         rescale_every: accepted and ignored (the "-hf" models halve the residual in fp16 inference;
             nnsight-rnn never rescales, so residual hooks see the real stream).
     """
-
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
 
     def __init__(
         self,
@@ -38,17 +36,8 @@ class Rwkv56Config(PretrainedConfig):
         layer_norm_epsilon: float = 1e-5,
         group_norm_eps: float | None = None,
         rescale_every: int = 0,
-        initializer_range: float = 0.02,
-        use_cache: bool = True,
-        pad_token_id: int | None = 0,
-        bos_token_id: int | None = 0,
-        eos_token_id: int | None = 0,
-        tie_word_embeddings: bool = False,
         **kwargs: Any,
     ) -> None:
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
         self.attention_hidden_size = attention_hidden_size if attention_hidden_size is not None else hidden_size
         if self.attention_hidden_size % head_size:
             raise ValueError(
@@ -60,15 +49,12 @@ class Rwkv56Config(PretrainedConfig):
             intermediate_size if intermediate_size is not None else int(hidden_size * 3.5) // 32 * 32
         )
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.group_norm_eps = group_norm_eps
         self.rescale_every = rescale_every
-        self.initializer_range = initializer_range
-        self.use_cache = use_cache
         super().__init__(
-            pad_token_id=pad_token_id,
-            bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            group_norm_eps=group_norm_eps,
             **kwargs,
         )
 
@@ -81,8 +67,8 @@ class Rwkv56Config(PretrainedConfig):
         return self.head_size
 
     @property
-    def wkv_group_norm_eps(self) -> float:
-        return self.group_norm_eps if self.group_norm_eps is not None else 1e-5 * self.head_size_divisor**2
+    def default_group_norm_eps(self) -> float:
+        return 1e-5 * self.head_size_divisor**2
 
 
 class Rwkv6Config(Rwkv56Config):

@@ -60,27 +60,17 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ...hooks import HookPoint, select_positions
-from ...mixers.base import HookableMixer, padding_mask
-from ...mixers.rwkv4 import token_shift
-from ..rwkv7.modeling import causal_lm_forward
-from ..rwkv_common import LayerCall, RwkvCache, cache_layers, call_mask
+from ...mixers.base import padding_mask
+from ...mixers.rwkv4 import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
+from ..rwkv_common import LayerCall, RwkvBackbone, RwkvCausalLM, RwkvPreTrainedBase, WkvTimeMix, per_head
 from ..wkv import outer_writes, wkv6_readout, wkv6_scan
 from .configuration import Rwkv6Config
 
-_CARRIED = dict(pos_dim=None, kind="state_carried")
-_ACT = dict(pos_dim=1, kind="activation")
 
-
-def _per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
-    return x.view(*x.shape[:-1], heads, x.shape[-1] // heads)
-
-
-class Rwkv56TimeMix(HookableMixer):
+class Rwkv56TimeMix(WkvTimeMix):
     """What the RWKV-5 and RWKV-6 time-mixes share: projections, WKV scan, GroupNorm, gate, hooks.
 
     Subclasses define the token-shift mixes (:meth:`_mixes`), the decay (:meth:`_decay`) and which
@@ -88,6 +78,8 @@ class Rwkv56TimeMix(HookableMixer):
     attention_mask [b, L] | None) -> [b, L, d]``.
     """
 
+    version_name = "RWKV-5/6"
+    checkpoints = "RWKV-5/6 checkpoints (the '-hf' hub folders: same state_dict layout) with nnsight_rnn.load(folder)"
     mix_names: ClassVar[tuple[str, ...]] = ()
     decay_per_position: ClassVar[bool] = True
 
@@ -105,18 +97,16 @@ class Rwkv56TimeMix(HookableMixer):
         self.ln_x = nn.GroupNorm(self.num_heads, A, eps=config.wkv_group_norm_eps)
 
         # Defined in firing order (iterating hook_points() reads them as they fire).
-        self.hook_att_shift_state_in = HookPoint(**_CARRIED, doc="token-shift input carried in [b, d]")
-        self.hook_wkv_state_in = HookPoint(**_CARRIED, doc="WKV state carried in [b, H, K, V] (fp32)")
-        self.hook_x = HookPoint(**_ACT, doc="time-mix input (ln1 output) [b, L, d]")
-        self.hook_shifted = HookPoint(**_ACT, doc="token-shift input: previous position's x [b, L, d]")
+        self._add_input_hooks("ln1")
+        act = ACTIVATION_HOOK
         for name in self.mix_names:
-            setattr(self, f"hook_x{name}", HookPoint(**_ACT, doc=f"token-shift mix feeding {name} [b, L, d]"))
-        self.hook_r = HookPoint(**_ACT, doc="receptance [b, L, A] (fp32)")
-        self.hook_k = HookPoint(**_ACT, doc="key [b, L, A] (fp32)")
-        self.hook_v = HookPoint(**_ACT, doc="value [b, L, A] (fp32)")
-        self.hook_g = HookPoint(**_ACT, doc="output gate silu(gate(xg)) [b, L, A]")
+            setattr(self, f"hook_x{name}", HookPoint(**act, doc=f"token-shift mix feeding {name} [b, L, d]"))
+        self.hook_r = HookPoint(**act, doc="receptance [b, L, A] (fp32)")
+        self.hook_k = HookPoint(**act, doc="key [b, L, A] (fp32)")
+        self.hook_v = HookPoint(**act, doc="value [b, L, A] (fp32)")
+        self.hook_g = HookPoint(**act, doc="output gate silu(gate(xg)) [b, L, A]")
         if self.decay_per_position:
-            self.hook_decay = HookPoint(**_ACT, doc="decay w = exp(-exp(time_decay + lora(xw))) in (0, 1) [b, L, A]")
+            self.hook_decay = HookPoint(**act, doc="decay w = exp(-exp(time_decay + lora(xw))) in (0, 1) [b, L, A]")
         else:
             self.hook_decay = HookPoint(
                 pos_dim=None, kind="activation", doc="decay w = exp(-exp(time_decay)) in (0, 1), per row [b, A]"
@@ -132,11 +122,10 @@ class Rwkv56TimeMix(HookableMixer):
             pos_dim=1, kind="state_readout", expensive=True,
             doc="per-position state read at t, S_{t-1} [b, L, H, K, V]; edits change only t's output",
         )  # fmt: skip
-        self.hook_wkv = HookPoint(**_ACT, doc="WKV output r^T (S_{t-1} + diag(u) k v^T) [b, L, A]")
-        self.hook_wkv_normed = HookPoint(**_ACT, doc="WKV output after the per-head GroupNorm ln_x [b, L, A]")
-        self.hook_gated = HookPoint(**_ACT, doc="normed * g, input of the output projection [b, L, A]")
-        self.hook_att_shift_state_out = HookPoint(**_CARRIED, doc="token-shift state carried out [b, d]")
-        self.hook_wkv_state_out = HookPoint(**_CARRIED, doc="WKV state carried out [b, H, K, V] (fp32)")
+        self.hook_wkv = HookPoint(**act, doc="WKV output r^T (S_{t-1} + diag(u) k v^T) [b, L, A]")
+        self.hook_wkv_normed = HookPoint(**act, doc="WKV output after the per-head GroupNorm ln_x [b, L, A]")
+        self.hook_gated = HookPoint(**act, doc="normed * g, input of the output projection [b, L, A]")
+        self._add_output_hooks()
 
     # -- per-version parts ------------------------------------------------------------------------
 
@@ -153,20 +142,6 @@ class Rwkv56TimeMix(HookableMixer):
 
     # -- shared -----------------------------------------------------------------------------------
 
-    @classmethod
-    def from_original(cls, original: nn.Module, config: Any, layer_idx: int) -> HookableMixer:
-        raise TypeError(
-            f"{type(original).__name__} is not nnsight-rnn's RWKV-5/6 time-mix: load RWKV-5/6 checkpoints (the '-hf' "
-            "hub folders: same state_dict layout) with nnsight_rnn.load(folder), BlinkDL .pth files with "
-            "nnsight_rnn.models.blinkdl.load_blinkdl(path)"
-        )
-
-    @staticmethod
-    def state_slots(config: Any) -> dict[str, tuple[int, ...]]:
-        """One layer's carried state (time-mix and channel-mix), shapes without the batch axis."""
-        d, H, N = config.hidden_size, config.num_heads, config.head_size
-        return {"att_shift": (d,), "wkv": (H, N, N), "ffn_shift": (d,)}
-
     scan_input_hooks: ClassVar[tuple[str, ...]] = ("hook_wkv_state_in", "hook_k", "hook_v", "hook_decay")
 
     def recompute_states(self, inputs: dict[str, torch.Tensor], positions: list[int] | None = None) -> torch.Tensor:
@@ -174,10 +149,10 @@ class Rwkv56TimeMix(HookableMixer):
         H = self.num_heads
         k, v, w = inputs["hook_k"], inputs["hook_v"], inputs["hook_decay"]
         positions = select_positions(positions, k.shape[1], self.hook_wkv_state.name)
-        w = _per_head(w if w.dim() == 3 else w[:, None], H)
+        w = per_head(w if w.dim() == 3 else w[:, None], H)
         u = torch.zeros_like(self.time_faaaa, dtype=torch.float32)
         _, _, states = wkv6_scan(
-            _per_head(k, H), w, _per_head(k, H), _per_head(v, H), u, inputs["hook_wkv_state_in"],
+            per_head(k, H), w, per_head(k, H), per_head(v, H), u, inputs["hook_wkv_state_in"],
             keep_states=True, keep_positions=positions,
         )  # fmt: skip
         return states
@@ -190,21 +165,12 @@ class Rwkv56TimeMix(HookableMixer):
         **kwargs: Any,
     ) -> torch.Tensor:
         batch, length, _ = hidden.shape
-        H, N = self.num_heads, self.head_size
+        H = self.num_heads
         mask = padding_mask(attention_mask, length)
         state = LayerCall() if state is None else state
-        shift_in = state.inputs.get("att_shift")
-        if shift_in is None:
-            shift_in = hidden.new_zeros(batch, self.hidden_size)
-        wkv_in = state.inputs.get("wkv")
-        if wkv_in is None:
-            wkv_in = hidden.new_zeros(batch, H, N, N, dtype=torch.float32)
-        shift_in = self.hook_att_shift_state_in(shift_in)
-        wkv_in = self.hook_wkv_state_in(wkv_in)
+        shift_in, wkv_in = self._carried_in(state, hidden)
 
-        x = self.hook_x(hidden)
-        shifted, last = token_shift(x, shift_in, mask)
-        shifted = self.hook_shifted(shifted)
+        x, shifted, last = self._shift(hidden, shift_in, mask)
         mixes = self._mixes(x, shifted)
         r = self.hook_r(self.receptance(mixes["r"]).float())
         k = self.hook_k(self.key(mixes["k"]).float())
@@ -213,11 +179,9 @@ class Rwkv56TimeMix(HookableMixer):
         w = self.hook_decay(self._decay(mixes, batch))
         u = self.hook_bonus(self.time_faaaa.float().flatten().expand(batch, -1).clone())
 
-        rh, kh, vh, uh = _per_head(r, H), _per_head(k, H), _per_head(v, H), _per_head(u, H)
-        wh = _per_head(w if w.dim() == 3 else w[:, None], H)
-        writes = self._hooked_writes(kh, vh) if self.hook_wkv_write.fires() else None
-        keep = self.hook_wkv_state.fires()
-        positions = select_positions(self.hook_wkv_state.positions, length, self.hook_wkv_state.name)
+        rh, kh, vh, uh = per_head(r, H), per_head(k, H), per_head(v, H), per_head(u, H)
+        wh = per_head(w if w.dim() == 3 else w[:, None], H)
+        writes, keep, positions = self._scan_hooks(kh, vh)
         y, wkv_last, states = wkv6_scan(
             rh, wh, kh, vh, uh, wkv_in,
             writes=writes, valid=None if mask is None else mask.bool(), keep_states=keep, keep_positions=positions,
@@ -237,19 +201,8 @@ class Rwkv56TimeMix(HookableMixer):
         normed = self.hook_wkv_normed(self.ln_x(y.reshape(-1, y.shape[-1])).view_as(y))
         out = self.output(self.hook_gated(normed.to(g.dtype) * g))
 
-        state.outputs["att_shift"] = self.hook_att_shift_state_out(last)
-        state.outputs["wkv"] = self.hook_wkv_state_out(wkv_last)
+        self._carry_out(state, last, wkv_last)
         return out
-
-    def _hooked_writes(self, k: torch.Tensor, v: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Writes after ``hook_wkv_write``, by position (all positions or the selected ones)."""
-        hook = self.hook_wkv_write
-        positions = select_positions(hook.positions, k.shape[1], hook.name)
-        if positions is None:
-            write = hook(outer_writes(k, v))
-            return {t: write[:, t] for t in range(k.shape[1])}
-        write = hook(outer_writes(k[:, positions], v[:, positions]))
-        return {t: write[:, i] for i, t in enumerate(positions)}
 
 
 class Rwkv6TimeMix(Rwkv56TimeMix):
@@ -283,75 +236,41 @@ class Rwkv6TimeMix(Rwkv56TimeMix):
         return torch.exp(-torch.exp((self.time_decay + lora).float()))
 
 
-class Rwkv56ChannelMix(HookableMixer):
+class Rwkv56ChannelMix(RwkvChannelMix):
     """RWKV-5/6 channel-mix (``feed_forward``; nnsight ``layers[i].mlp``): ``sigmoid(receptance(xr)) * value(relu(key(xk))**2)``.
 
-    ``forward(hidden [b, L, d], state: LayerCall | None, attention_mask [b, L] | None) -> [b, L, d]``.
-    RWKV-6 mixes ``x + (shifted - x) * time_maa_*``, RWKV-5 ``x * time_mix_* + shifted * (1 - time_mix_*)``.
+    ``forward(hidden [b, L, d], state: LayerCall | None, attention_mask [b, L] | None) -> [b, L, d]``
+    (:class:`~nnsight_rnn.mixers.rwkv4.RwkvChannelMix`). RWKV-6 mixes ``x + (shifted - x) * time_maa_*``,
+    RWKV-5 ``x * time_mix_* + shifted * (1 - time_mix_*)``.
     """
 
     kind = "rwkv56_channel_mix"
 
-    def __init__(self, config: Any, layer_idx: int, *, version: int) -> None:
-        super().__init__(nn.Module(), config, layer_idx)
+    def __init__(self, config: Any, layer_idx: int) -> None:
+        super().__init__(nn.Module(), config, layer_idx)  # native: nothing to adopt
+
+    def _init_parameters(self, config: Any) -> None:
         d = config.hidden_size
-        self.hidden_size, self.version = d, version
-        names = ("time_maa_k", "time_maa_r") if version == 6 else ("time_mix_key", "time_mix_receptance")
-        self._mix_k, self._mix_r = names
-        for name in names:
+        for name in (self.key_mix, self.receptance_mix):
             setattr(self, name, nn.Parameter(torch.zeros(1, 1, d)))
         self.key = nn.Linear(d, config.intermediate_size, bias=False)
         self.receptance = nn.Linear(d, d, bias=False)
         self.value = nn.Linear(config.intermediate_size, d, bias=False)
-        self.hook_ffn_shift_state_in = HookPoint(**_CARRIED, doc="token-shift input carried in [b, d]")
-        self.hook_x = HookPoint(**_ACT, doc="channel-mix input (ln2 output) [b, L, d]")
-        self.hook_shifted = HookPoint(**_ACT, doc="token-shift input: previous position's x [b, L, d]")
-        self.hook_xk = HookPoint(**_ACT, doc="key input (token-shift mix) [b, L, d]")
-        self.hook_xr = HookPoint(**_ACT, doc="receptance input (token-shift mix) [b, L, d]")
-        self.hook_k = HookPoint(**_ACT, doc="relu(key(xk))**2, the neuron activations [b, L, d_ff]")
-        self.hook_v = HookPoint(**_ACT, doc="value(k), before the receptance gate [b, L, d]")
-        self.hook_r = HookPoint(**_ACT, doc="receptance after sigmoid [b, L, d]")
-        self.hook_ffn_shift_state_out = HookPoint(**_CARRIED, doc="token-shift state carried out [b, d]")
 
-    @staticmethod
-    def state_slots(config: Any) -> dict[str, tuple[int, ...]]:
-        return {"ffn_shift": (config.hidden_size,)}
 
-    def _mix(self, x: torch.Tensor, shifted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        if self.version == 6:
-            return x + (shifted - x) * weight
-        return x * weight + shifted * (1 - weight)
+class Rwkv6ChannelMix(Rwkv56ChannelMix):
+    """RWKV-6 channel-mix: ``x + (shifted - x) * time_maa_k`` / ``time_maa_r``."""
 
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        state: LayerCall | None = None,
-        attention_mask: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        batch, length, _ = hidden.shape
-        mask = padding_mask(attention_mask, length)
-        state = LayerCall() if state is None else state
-        shift_in = state.inputs.get("ffn_shift")
-        if shift_in is None:
-            shift_in = hidden.new_zeros(batch, self.hidden_size)
-        shift_in = self.hook_ffn_shift_state_in(shift_in)
-        x = self.hook_x(hidden)
-        shifted, last = token_shift(x, shift_in, mask)
-        shifted = self.hook_shifted(shifted)
-        xk = self.hook_xk(self._mix(x, shifted, getattr(self, self._mix_k)))
-        xr = self.hook_xr(self._mix(x, shifted, getattr(self, self._mix_r)))
-        k = self.hook_k(torch.relu(self.key(xk)) ** 2)
-        v = self.hook_v(self.value(k))
-        r = self.hook_r(torch.sigmoid(self.receptance(xr)))
-        state.outputs["ffn_shift"] = self.hook_ffn_shift_state_out(last)
-        return r * v
+    mix = staticmethod(maa_mix)
+    key_mix, receptance_mix = "time_maa_k", "time_maa_r"
 
 
 class Rwkv56Block(nn.Module):
     """``h = pre_ln(h)`` (block 0), ``h += attention(ln1(h))``, ``h += feed_forward(ln2(h))``; returns ``[b, L, d]``."""
 
-    def __init__(self, config: Any, layer_idx: int, time_mix: type[Rwkv56TimeMix], version: int) -> None:
+    def __init__(
+        self, config: Any, layer_idx: int, time_mix: type[Rwkv56TimeMix], channel_mix: type[Rwkv56ChannelMix]
+    ) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         d, eps = config.hidden_size, config.layer_norm_epsilon
@@ -360,7 +279,7 @@ class Rwkv56Block(nn.Module):
         self.ln1 = nn.LayerNorm(d, eps=eps)
         self.ln2 = nn.LayerNorm(d, eps=eps)
         self.attention = time_mix(config, layer_idx)
-        self.feed_forward = Rwkv56ChannelMix(config, layer_idx, version=version)
+        self.feed_forward = channel_mix(config, layer_idx)
 
     def forward(
         self, hidden: torch.Tensor, state: LayerCall | None = None, attention_mask: torch.Tensor | None = None
@@ -371,147 +290,68 @@ class Rwkv56Block(nn.Module):
         return hidden + self.feed_forward(self.ln2(hidden), state, attention_mask)
 
 
-class Rwkv56PreTrainedModel(PreTrainedModel):
+class Rwkv56PreTrainedModel(RwkvPreTrainedBase):
+    """The "-hf" layout: ``rwkv`` (the backbone) and ``head``; a version sets its time-mix and channel-mix classes."""
+
     base_model_prefix = "rwkv"
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
-    _is_stateful = True
+    _no_split_modules: ClassVar[list[str]] = ["Rwkv56Block"]
     time_mix_class: ClassVar[type[Rwkv56TimeMix]] = Rwkv6TimeMix
-    version: ClassVar[int] = 6
+    channel_mix_class: ClassVar[type[Rwkv56ChannelMix]] = Rwkv6ChannelMix
 
     def _init_weights(self, module: nn.Module) -> None:
         """BlinkDL-style initial values for the token-shift, decay and bonus parameters."""
         super()._init_weights(module)
+        if not isinstance(module, (Rwkv56TimeMix, Rwkv56ChannelMix)):
+            return
+        cfg = module.config
+        n, d = cfg.num_hidden_layers, cfg.hidden_size
+        r01, r10 = module.layer_idx / max(n - 1, 1), 1.0 - module.layer_idx / n
+        ddd = (torch.arange(d, dtype=torch.float32) / d).view(1, 1, d)
+        # Token-shift mixes: the share of x kept is ddd**r10 (RWKV-6's time_maa_* hold the share of shifted).
+        for name, param in module.named_parameters(recurse=False):
+            if name.startswith(("time_maa_", "time_mix_")) and param.dim() == 3 and param.shape[0] == 1:
+                init.copy_(param, 1.0 - torch.pow(ddd, r10) if name.startswith("time_maa") else torch.pow(ddd, r10))
+            elif name in ("time_maa_w1", "time_maa_w2", "time_decay_w1", "time_decay_w2"):
+                init.uniform_(param, -1e-2, 1e-2)
         if isinstance(module, Rwkv56TimeMix):
-            cfg = module.config
-            n, d, A = cfg.num_hidden_layers, cfg.hidden_size, cfg.attention_hidden_size
-            r01, r10 = module.layer_idx / max(n - 1, 1), 1.0 - module.layer_idx / n
-            ddd = (torch.arange(d, dtype=torch.float32) / d).view(1, 1, d)
-            h = torch.arange(A, dtype=torch.float32)
-            decay = -6 + 5 * (h / max(A - 1, 1)) ** (0.7 + 1.3 * r01)
-            bonus = r01 * (1 - h / max(A - 1, 1)) + 0.1 * ((h + 1) % 3 - 1)
+            h = torch.arange(cfg.attention_hidden_size, dtype=torch.float32)
+            top = max(cfg.attention_hidden_size - 1, 1)
+            decay = -6 + 5 * (h / top) ** (0.7 + 1.3 * r01)
+            bonus = r01 * (1 - h / top) + 0.1 * ((h + 1) % 3 - 1)
             init.copy_(module.time_faaaa, bonus.view_as(module.time_faaaa))
             init.copy_(module.time_decay, decay.view_as(module.time_decay))
-            for name, param in module.named_parameters(recurse=False):
-                if name.startswith(("time_maa_", "time_mix_")) and param.dim() == 3 and param.shape[0] == 1:
-                    init.copy_(param, 1.0 - torch.pow(ddd, r10) if name.startswith("time_maa") else torch.pow(ddd, r10))
-                elif name in ("time_maa_w1", "time_maa_w2", "time_decay_w1", "time_decay_w2"):
-                    init.uniform_(param, -1e-2, 1e-2)
-        elif isinstance(module, Rwkv56ChannelMix):
-            r10 = 1.0 - module.layer_idx / module.config.num_hidden_layers
-            ddd = (torch.arange(module.hidden_size, dtype=torch.float32) / module.hidden_size).view(1, 1, -1)
-            for name in (module._mix_k, module._mix_r):
-                value = torch.pow(ddd, r10)
-                init.copy_(getattr(module, name), 1.0 - value if module.version == 6 else value)
 
 
-class Rwkv56Model(Rwkv56PreTrainedModel):
-    """Embedding, blocks, final norm; ``past_key_values`` is an :class:`RwkvCache` when ``use_cache``.
+class Rwkv56Model(Rwkv56PreTrainedModel, RwkvBackbone):
+    """Embedding, blocks, final norm (``embeddings``, ``blocks``, ``ln_out``); see :class:`RwkvBackbone`.
 
-    ``hidden_states`` follow the transformer convention: ``[embeddings, out_0, ..., out_{n-2},
-    ln_out(out_{n-1})]`` (the "-hf" models return ``[out_0, ..., out_{n-1}, ln_out(out_{n-1})]``).
+    (The "-hf" models return ``hidden_states`` ``[out_0, ..., out_{n-1}, ln_out(out_{n-1})]``.)
     """
+
+    blocks_attr, final_norm_attr = "blocks", "ln_out"
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(
-            [Rwkv56Block(config, i, self.time_mix_class, self.version) for i in range(config.num_hidden_layers)]
+            [
+                Rwkv56Block(config, i, self.time_mix_class, self.channel_mix_class)
+                for i in range(config.num_hidden_layers)
+            ]
         )
         self.ln_out = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings = value
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values: RwkvCache | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> tuple | BaseModelOutputWithPast:
-        cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.embeddings(input_ids)
-        batch, length, _ = inputs_embeds.shape
-        use_cache = use_cache if use_cache is not None else (cfg.use_cache and not self.training)
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else cfg.output_hidden_states
-        return_dict = return_dict if return_dict is not None else cfg.return_dict
-        mask = call_mask(attention_mask, length)
-        calls = cache_layers(past_key_values, len(self.blocks), batch)
-        hidden = inputs_embeds
-        all_hidden: tuple[torch.Tensor, ...] | None = (hidden,) if output_hidden_states else None
-        for i, (block, call) in enumerate(zip(self.blocks, calls, strict=True)):
-            hidden = block(hidden, call, mask)
-            if all_hidden is not None and i + 1 < len(self.blocks):
-                all_hidden += (hidden,)
-        hidden = self.ln_out(hidden)
-        if all_hidden is not None:
-            all_hidden += (hidden,)
-        cache = None
-        if use_cache or past_key_values is not None:
-            seen = past_key_values.seen_tokens if isinstance(past_key_values, RwkvCache) else 0
-            cache = RwkvCache([c.outputs for c in calls], seen + length)
-        if not return_dict:
-            return tuple(x for x in (hidden, cache, all_hidden) if x is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden)
-
-
-class Rwkv56ForCausalLM(Rwkv56PreTrainedModel, GenerationMixin):
+class Rwkv56ForCausalLM(Rwkv56PreTrainedModel, RwkvCausalLM):
     """Language model: ``rwkv`` (the backbone) and ``head``. ``generate`` carries an :class:`RwkvCache`."""
 
-    model_class: ClassVar[type[Rwkv56Model]] = Rwkv56Model
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.rwkv = self.model_class(config)
-        self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.rwkv.embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.rwkv.embeddings = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.head = value
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values: RwkvCache | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int = 0,
-        **kwargs: Any,
-    ) -> tuple | CausalLMOutputWithPast:
-        return causal_lm_forward(
-            self, input_ids, attention_mask, inputs_embeds, past_key_values, labels, use_cache,
-            output_hidden_states, return_dict, logits_to_keep,
-        )  # fmt: skip
+    backbone_class: ClassVar[type[Rwkv56Model]] = Rwkv56Model
+    head_attr = "head"
 
 
 class Rwkv6PreTrainedModel(Rwkv56PreTrainedModel):
     config_class = Rwkv6Config
-    _no_split_modules: ClassVar[list[str]] = ["Rwkv56Block"]
 
 
 class Rwkv6Model(Rwkv6PreTrainedModel, Rwkv56Model):
@@ -521,4 +361,4 @@ class Rwkv6Model(Rwkv6PreTrainedModel, Rwkv56Model):
 class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, Rwkv56ForCausalLM):
     """RWKV-6 ("Finch") language model, hookable (see the module docstring)."""
 
-    model_class = Rwkv6Model
+    backbone_class = Rwkv6Model

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-from transformers import PretrainedConfig
+from ..rwkv_common import RwkvConfigBase
 
 
-class Rwkv7Config(PretrainedConfig):
+class Rwkv7Config(RwkvConfigBase):
     """RWKV-7 hyper-parameters (``model_type = "rwkv7"``).
 
+    Besides :class:`~nnsight_rnn.models.rwkv_common.RwkvConfigBase`'s (``vocab_size``, ``hidden_size``,
+    ``num_hidden_layers``, ...):
+
     Args:
-        vocab_size: token count (RWKV World: 65536).
-        hidden_size: residual width ``d``.
-        num_hidden_layers: blocks.
         head_dim: WKV head size ``N`` (64 in every released model); ``num_heads`` defaults to
             ``hidden_size // head_dim``. The attention width is ``num_heads * head_dim``.
         intermediate_size: channel-mix width (default ``4 * hidden_size``).
@@ -29,7 +29,6 @@ class Rwkv7Config(PretrainedConfig):
     """
 
     model_type = "rwkv7"
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
 
     def __init__(
         self,
@@ -47,12 +46,6 @@ class Rwkv7Config(PretrainedConfig):
         norm_eps: float = 1e-5,
         norm_bias: bool = True,
         group_norm_eps: float | None = None,
-        initializer_range: float = 0.02,
-        use_cache: bool = True,
-        pad_token_id: int | None = 0,
-        bos_token_id: int | None = 0,
-        eos_token_id: int | None = 0,
-        tie_word_embeddings: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("num_attention_heads", None)
@@ -75,9 +68,6 @@ class Rwkv7Config(PretrainedConfig):
                 f"value_dim {value_dim} differs from the attention width {width}: nnsight-rnn's RWKV-7 supports "
                 "only value_dim == num_heads * head_dim (every released RWKV-7)"
             )
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
         self.head_dim = int(head_dim)
         self.num_heads = int(num_heads)
         self.attention_hidden_size = int(width)
@@ -92,18 +82,14 @@ class Rwkv7Config(PretrainedConfig):
         self.gate_low_rank_dim = gate_low_rank_dim
         self.norm_eps = norm_eps
         self.norm_bias = norm_bias
-        self.group_norm_eps = group_norm_eps
-        self.initializer_range = initializer_range
-        self.use_cache = use_cache
         super().__init__(
-            pad_token_id=pad_token_id,
-            bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            group_norm_eps=group_norm_eps,
             **kwargs,
         )
 
     @property
-    def wkv_group_norm_eps(self) -> float:
-        """The GroupNorm eps actually used (see ``group_norm_eps``)."""
-        return self.group_norm_eps if self.group_norm_eps is not None else self.head_dim * self.norm_eps
+    def default_group_norm_eps(self) -> float:
+        return self.head_dim * self.norm_eps

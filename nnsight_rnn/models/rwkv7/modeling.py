@@ -70,15 +70,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ...hooks import HookPoint, select_positions
-from ...mixers.base import HookableMixer, padding_mask
-from ...mixers.rwkv4 import token_shift
-from ..rwkv_common import LayerCall, RwkvCache, cache_layers, call_mask
-from ..wkv import outer_writes, wkv7_readout, wkv7_scan
+from ...mixers.base import padding_mask
+from ...mixers.rwkv4 import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
+from ..rwkv_common import LayerCall, RwkvBackbone, RwkvCausalLM, RwkvPreTrainedBase, WkvTimeMix, per_head
+from ..wkv import wkv7_readout, wkv7_scan
 from .configuration import Rwkv7Config
 
 DECAY_SCALE = math.exp(-0.5)  # BlinkDL writes 0.606531
@@ -96,11 +94,7 @@ class LowRank(nn.Module):
         return self.lora(x)
 
 
-def _per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
-    return x.view(*x.shape[:-1], heads, x.shape[-1] // heads)
-
-
-class Rwkv7TimeMix(HookableMixer):
+class Rwkv7TimeMix(WkvTimeMix):
     """RWKV-7 time-mix with hook points (the layer's ``attn``; nnsight ``layers[i].mixer``).
 
     ``forward(hidden [b, L, d], state: LayerCall | None, attention_mask [b, L] | None,
@@ -108,6 +102,11 @@ class Rwkv7TimeMix(HookableMixer):
     """
 
     kind = "rwkv7"
+    version_name = "RWKV-7"
+    checkpoints = (
+        "RWKV-7 checkpoints (fla, rwkv7-hf folders: same state_dict layout) with nnsight_rnn.load(folder) "
+        "or Rwkv7ForCausalLM.from_pretrained(folder)"
+    )
 
     def __init__(self, config: Rwkv7Config, layer_idx: int) -> None:
         super().__init__(nn.Module(), config, layer_idx)  # native: nothing to adopt
@@ -130,12 +129,8 @@ class Rwkv7TimeMix(HookableMixer):
         self.g_norm = nn.GroupNorm(self.num_heads, A, eps=config.wkv_group_norm_eps, affine=True)
 
         # Defined in firing order (iterating hook_points() reads them as they fire).
-        carried = dict(pos_dim=None, kind="state_carried")
-        act = dict(pos_dim=1, kind="activation")
-        self.hook_att_shift_state_in = HookPoint(**carried, doc="token-shift input carried in [b, d]")
-        self.hook_wkv_state_in = HookPoint(**carried, doc="WKV state carried in [b, H, K, V] (fp32)")
-        self.hook_x = HookPoint(**act, doc="time-mix input (attn_norm output) [b, L, d]")
-        self.hook_shifted = HookPoint(**act, doc="token-shift input: previous position's x [b, L, d]")
+        self._add_input_hooks("attn_norm")
+        act = ACTIVATION_HOOK
         for name in ("r", "w", "k", "v", "a", "g"):
             setattr(
                 self, f"hook_x{name}", HookPoint(**act, doc=f"token-shift mix x + (shifted - x) * x_{name} [b, L, d]")
@@ -165,22 +160,7 @@ class Rwkv7TimeMix(HookableMixer):
         self.hook_wkv_normed = HookPoint(**act, doc="WKV output after the per-head GroupNorm [b, L, A]")
         self.hook_bonus = HookPoint(**act, doc="current-token term sum_K(r * k_eff * r_k) * v_eff per head [b, L, A]")
         self.hook_gated = HookPoint(**act, doc="(normed + bonus) * g, input of o_proj [b, L, A]")
-        self.hook_att_shift_state_out = HookPoint(**carried, doc="token-shift state carried out [b, d]")
-        self.hook_wkv_state_out = HookPoint(**carried, doc="WKV state carried out [b, H, K, V] (fp32)")
-
-    @classmethod
-    def from_original(cls, original: nn.Module, config: Any, layer_idx: int) -> HookableMixer:
-        raise TypeError(
-            f"{type(original).__name__} is not nnsight-rnn's RWKV-7 time-mix: load RWKV-7 checkpoints (fla, rwkv7-hf "
-            "folders: same state_dict layout) with nnsight_rnn.load(folder) or Rwkv7ForCausalLM.from_pretrained(folder), "
-            "BlinkDL .pth files with nnsight_rnn.models.blinkdl.load_blinkdl(path)"
-        )
-
-    @staticmethod
-    def state_slots(config: Any) -> dict[str, tuple[int, ...]]:
-        """One layer's carried state (time-mix and channel-mix), shapes without the batch axis."""
-        d, H, N = config.hidden_size, config.num_heads, config.head_dim
-        return {"att_shift": (d,), "wkv": (H, N, N), "ffn_shift": (d,)}
+        self._add_output_hooks()
 
     # What recompute_states needs: b*L*5*A + b*H*K*V floats instead of b*L*H*K*V.
     scan_input_hooks = ("hook_wkv_state_in", "hook_decay", "hook_k_eff", "hook_v_eff", "hook_a", "hook_b")
@@ -189,9 +169,7 @@ class Rwkv7TimeMix(HookableMixer):
         """``hook_wkv_state`` values ``[b, P, H, K, V]`` from the captured scan inputs (unpadded rows)."""
         H = self.num_heads
         positions = select_positions(positions, inputs["hook_k_eff"].shape[1], self.hook_wkv_state.name)
-        w, k, v, a, b = (
-            _per_head(inputs[n], H) for n in ("hook_decay", "hook_k_eff", "hook_v_eff", "hook_a", "hook_b")
-        )
+        w, k, v, a, b = (per_head(inputs[n], H) for n in ("hook_decay", "hook_k_eff", "hook_v_eff", "hook_a", "hook_b"))
         _, _, states = wkv7_scan(
             k, w, k, v, a, b, inputs["hook_wkv_state_in"], keep_states=True, keep_positions=positions
         )
@@ -205,22 +183,13 @@ class Rwkv7TimeMix(HookableMixer):
         v_first: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        batch, length, _ = hidden.shape
-        H, N = self.num_heads, self.head_dim
+        length = hidden.shape[1]
+        H = self.num_heads
         mask = padding_mask(attention_mask, length)
         state = LayerCall() if state is None else state
-        shift_in = state.inputs.get("att_shift")
-        if shift_in is None:
-            shift_in = hidden.new_zeros(batch, self.hidden_size)
-        wkv_in = state.inputs.get("wkv")
-        if wkv_in is None:
-            wkv_in = hidden.new_zeros(batch, H, N, N, dtype=torch.float32)
-        shift_in = self.hook_att_shift_state_in(shift_in)
-        wkv_in = self.hook_wkv_state_in(wkv_in)
+        shift_in, wkv_in = self._carried_in(state, hidden)
 
-        x = self.hook_x(hidden)
-        shifted, last = token_shift(x, shift_in, mask)
-        shifted = self.hook_shifted(shifted)
+        x, shifted, last = self._shift(hidden, shift_in, mask)
         delta = shifted - x
         xr = self.hook_xr(x + delta * self.x_r)
         xw = self.hook_xw(x + delta * self.x_w)
@@ -235,7 +204,7 @@ class Rwkv7TimeMix(HookableMixer):
         v = self.hook_v(self.v_proj(xv))
         iclr = self.hook_iclr(torch.sigmoid(self.a_lora(xa)))
         g = self.hook_g(self.g_lora(xg))
-        kk = self.hook_kk(F.normalize(_per_head(k * self.k_k, H), dim=-1, p=2.0).flatten(-2))
+        kk = self.hook_kk(F.normalize(per_head(k * self.k_k, H), dim=-1, p=2.0).flatten(-2))
         k_eff = self.hook_k_eff(k * (1 + (iclr - 1) * self.k_a))
         if self.layer_idx == 0:
             v_first = self.hook_v_first(v.clone())  # a copy: editing it must not edit this layer's own value
@@ -251,12 +220,10 @@ class Rwkv7TimeMix(HookableMixer):
         a = self.hook_a(-kk)
         b = self.hook_b(kk * iclr)
 
-        rh, kh, vh = _per_head(r, H), _per_head(k_eff, H), _per_head(v_eff, H)
-        writes = self._hooked_writes(kh, vh) if self.hook_wkv_write.fires() else None
-        keep = self.hook_wkv_state.fires()
-        positions = select_positions(self.hook_wkv_state.positions, length, self.hook_wkv_state.name)
+        rh, kh, vh = per_head(r, H), per_head(k_eff, H), per_head(v_eff, H)
+        writes, keep, positions = self._scan_hooks(kh, vh)
         y, wkv_last, states = wkv7_scan(
-            rh, _per_head(w, H), kh, vh, _per_head(a, H), _per_head(b, H), wkv_in,
+            rh, per_head(w, H), kh, vh, per_head(a, H), per_head(b, H), wkv_in,
             writes=writes, valid=None if mask is None else mask.bool(), keep_states=keep, keep_positions=positions,
         )  # fmt: skip
         if keep:
@@ -271,70 +238,33 @@ class Rwkv7TimeMix(HookableMixer):
         bonus = self.hook_bonus(((rh * kh * self.r_k).sum(-1, keepdim=True) * vh).flatten(-2))
         out = self.o_proj(self.hook_gated((normed + bonus) * g))
 
-        state.outputs["att_shift"] = self.hook_att_shift_state_out(last)
-        state.outputs["wkv"] = self.hook_wkv_state_out(wkv_last)
+        self._carry_out(state, last, wkv_last)
         return out
 
-    def _hooked_writes(self, k: torch.Tensor, v: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Writes after ``hook_wkv_write``, by position (all positions or the selected ones)."""
-        hook = self.hook_wkv_write
-        positions = select_positions(hook.positions, k.shape[1], hook.name)
-        if positions is None:
-            write = hook(outer_writes(k, v))
-            return {t: write[:, t] for t in range(k.shape[1])}
-        write = hook(outer_writes(k[:, positions], v[:, positions]))
-        return {t: write[:, i] for i, t in enumerate(positions)}
 
-
-class Rwkv7ChannelMix(HookableMixer):
+class Rwkv7ChannelMix(RwkvChannelMix):
     """RWKV-7 channel-mix (``ffn``; nnsight ``layers[i].mlp``): ``value(relu(key(x + (shifted - x) * x_k))**2)``.
 
-    ``forward(hidden [b, L, d], state: LayerCall | None, attention_mask [b, L] | None) -> [b, L, d]``.
+    ``forward(hidden [b, L, d], state: LayerCall | None, attention_mask [b, L] | None) -> [b, L, d]``
+    (:class:`~nnsight_rnn.mixers.rwkv4.RwkvChannelMix` without a receptance gate).
     """
 
     kind = "rwkv7_channel_mix"
+    mix = staticmethod(maa_mix)
+    key_mix, receptance_mix = "x_k", None
+    docs: ClassVar[dict[str, str]] = {
+        "x": "channel-mix input (ffn_norm output) [b, L, d]",
+        "xk": "key input x + (shifted - x) * x_k [b, L, d]",
+    }
 
     def __init__(self, config: Rwkv7Config, layer_idx: int) -> None:
-        super().__init__(nn.Module(), config, layer_idx)
+        super().__init__(nn.Module(), config, layer_idx)  # native: nothing to adopt
+
+    def _init_parameters(self, config: Rwkv7Config) -> None:
         d = config.hidden_size
-        self.hidden_size = d
         self.x_k = nn.Parameter(torch.zeros(d))
         self.key = nn.Linear(d, config.intermediate_size, bias=False)
         self.value = nn.Linear(config.intermediate_size, d, bias=False)
-        carried = dict(pos_dim=None, kind="state_carried")
-        act = dict(pos_dim=1, kind="activation")
-        self.hook_ffn_shift_state_in = HookPoint(**carried, doc="token-shift input carried in [b, d]")
-        self.hook_x = HookPoint(**act, doc="channel-mix input (ffn_norm output) [b, L, d]")
-        self.hook_shifted = HookPoint(**act, doc="token-shift input: previous position's x [b, L, d]")
-        self.hook_xk = HookPoint(**act, doc="key input x + (shifted - x) * x_k [b, L, d]")
-        self.hook_k = HookPoint(**act, doc="relu(key(xk))**2, the neuron activations [b, L, d_ff]")
-        self.hook_ffn_shift_state_out = HookPoint(**carried, doc="token-shift state carried out [b, d]")
-
-    @staticmethod
-    def state_slots(config: Any) -> dict[str, tuple[int, ...]]:
-        return {"ffn_shift": (config.hidden_size,)}
-
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        state: LayerCall | None = None,
-        attention_mask: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        batch, length, _ = hidden.shape
-        mask = padding_mask(attention_mask, length)
-        state = LayerCall() if state is None else state
-        shift_in = state.inputs.get("ffn_shift")
-        if shift_in is None:
-            shift_in = hidden.new_zeros(batch, self.hidden_size)
-        shift_in = self.hook_ffn_shift_state_in(shift_in)
-        x = self.hook_x(hidden)
-        shifted, last = token_shift(x, shift_in, mask)
-        shifted = self.hook_shifted(shifted)
-        xk = self.hook_xk(x + (shifted - x) * self.x_k)
-        k = self.hook_k(torch.relu(self.key(xk)) ** 2)
-        state.outputs["ffn_shift"] = self.hook_ffn_shift_state_out(last)
-        return self.value(k)
 
 
 class Rwkv7Block(nn.Module):
@@ -367,13 +297,10 @@ class Rwkv7Block(nn.Module):
         return hidden + self.ffn(self.ffn_norm(hidden), state, attention_mask)
 
 
-class Rwkv7PreTrainedModel(PreTrainedModel):
+class Rwkv7PreTrainedModel(RwkvPreTrainedBase):
     config_class = Rwkv7Config
     base_model_prefix = "model"
-    main_input_name = "input_ids"
     _no_split_modules: ClassVar[list[str]] = ["Rwkv7Block"]
-    supports_gradient_checkpointing = False
-    _is_stateful = True
 
     def _init_weights(self, module: nn.Module) -> None:
         """BlinkDL-style initial values for the time-mix parameters; normal(0, initializer_range) for matrices."""
@@ -406,13 +333,13 @@ class Rwkv7PreTrainedModel(PreTrainedModel):
             init.copy_(module.x_k, 1.0 - torch.pow(ddd, ratio_1_to_0**4))
 
 
-class Rwkv7Model(Rwkv7PreTrainedModel):
-    """Embedding, blocks, final norm. Returns ``BaseModelOutputWithPast`` whose ``past_key_values``
-    is an :class:`RwkvCache` when ``use_cache`` (or a cache was given).
+class Rwkv7Model(Rwkv7PreTrainedModel, RwkvBackbone):
+    """Embedding, blocks, final norm (``embeddings``, ``layers``, ``norm``; fla's names), see :class:`RwkvBackbone`.
 
-    ``hidden_states`` (``output_hidden_states``) follow the transformer convention, as fla does:
-    ``[embeddings, out_0, ..., out_{n-2}, norm(out_{n-1})]``.
+    ``hidden_states`` follow the transformer convention, as fla does.
     """
+
+    blocks_attr, final_norm_attr = "layers", "norm"
 
     def __init__(self, config: Rwkv7Config) -> None:
         super().__init__(config)
@@ -421,133 +348,15 @@ class Rwkv7Model(Rwkv7PreTrainedModel):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings = value
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values: RwkvCache | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> tuple | BaseModelOutputWithPast:
-        cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.embeddings(input_ids)
-        batch, length, _ = inputs_embeds.shape
-        use_cache = use_cache if use_cache is not None else (cfg.use_cache and not self.training)
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else cfg.output_hidden_states
-        return_dict = return_dict if return_dict is not None else cfg.return_dict
-        mask = call_mask(attention_mask, length)
-        calls = cache_layers(past_key_values, len(self.layers), batch)
-
-        hidden = inputs_embeds
-        all_hidden: tuple[torch.Tensor, ...] | None = (hidden,) if output_hidden_states else None
-        v_first = None
-        for i, (layer, call) in enumerate(zip(self.layers, calls, strict=True)):
-            hidden = layer(hidden, call, mask, v_first)
-            if i == 0:
-                v_first = call.v_first
-            if all_hidden is not None and i + 1 < len(self.layers):
-                all_hidden += (hidden,)
-        hidden = self.norm(hidden)
-        if all_hidden is not None:
-            all_hidden += (hidden,)
-        cache = None
-        if use_cache or past_key_values is not None:
-            seen = past_key_values.seen_tokens if isinstance(past_key_values, RwkvCache) else 0
-            cache = RwkvCache([c.outputs for c in calls], seen + length)
-        if not return_dict:
-            return tuple(x for x in (hidden, cache, all_hidden) if x is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden)
+    def _call_block(
+        self, i: int, block: nn.Module, hidden: torch.Tensor, calls: list[LayerCall], mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        # The value residual: layer 0 leaves its value in calls[0].v_first, every later layer mixes it in.
+        return block(hidden, calls[i], mask, calls[0].v_first if i else None)
 
 
-class Rwkv7ForCausalLM(Rwkv7PreTrainedModel, GenerationMixin):
-    """RWKV-7 language model: :class:`Rwkv7Model` and ``lm_head``. ``generate`` carries an :class:`RwkvCache`."""
+class Rwkv7ForCausalLM(Rwkv7PreTrainedModel, RwkvCausalLM):
+    """RWKV-7 language model: :class:`Rwkv7Model` (``model``) and ``lm_head``. ``generate`` carries an :class:`RwkvCache`."""
 
-    def __init__(self, config: Rwkv7Config) -> None:
-        super().__init__(config)
-        self.model = Rwkv7Model(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embeddings = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values: RwkvCache | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int = 0,
-        **kwargs: Any,
-    ) -> tuple | CausalLMOutputWithPast:
-        return causal_lm_forward(
-            self, input_ids, attention_mask, inputs_embeds, past_key_values, labels, use_cache,
-            output_hidden_states, return_dict, logits_to_keep,
-        )  # fmt: skip
-
-
-def causal_lm_forward(
-    lm: PreTrainedModel,
-    input_ids: torch.LongTensor | None,
-    attention_mask: torch.Tensor | None,
-    inputs_embeds: torch.Tensor | None,
-    past_key_values: RwkvCache | None,
-    labels: torch.LongTensor | None,
-    use_cache: bool | None,
-    output_hidden_states: bool | None,
-    return_dict: bool | None,
-    logits_to_keep: int,
-) -> tuple | CausalLMOutputWithPast:
-    """The shared ``...ForCausalLM.forward``: backbone, ``lm_head``, shifted cross-entropy when ``labels``.
-
-    Padded positions (``attention_mask == 0``) are ignored by the loss.
-    """
-    base = getattr(lm, lm.base_model_prefix)
-    out = base(
-        input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-        past_key_values=past_key_values, use_cache=use_cache, output_hidden_states=output_hidden_states,
-        return_dict=True,
-    )  # fmt: skip
-    hidden = out.last_hidden_state
-    if logits_to_keep:
-        hidden = hidden[:, -logits_to_keep:]
-    logits = lm.get_output_embeddings()(hidden)
-    loss = None
-    if labels is not None:
-        targets = labels[:, 1:]
-        if attention_mask is not None:
-            targets = targets.masked_fill(attention_mask[:, -labels.shape[1] :][:, 1:] == 0, -100)
-        loss = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100
-        )
-    return_dict = return_dict if return_dict is not None else lm.config.return_dict
-    if not return_dict:
-        return tuple(x for x in (loss, logits, out.past_key_values, out.hidden_states) if x is not None)
-    return CausalLMOutputWithPast(
-        loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
-    )
+    backbone_class = Rwkv7Model
+    head_attr = "lm_head"
