@@ -1,7 +1,7 @@
 """sae-lens trains SAEs on a Mamba's recurrent state and residual stream through its own runner.
 
-sae-lens 6 pins transformer-lens < 4, so this runs in the optional environment only (it is skipped
-where sae-lens is not installed)::
+sae-lens 6 pins transformer-lens < 4, so this runs in the optional environment only (tests/conftest.py
+does not collect it where sae-lens is not installed; .ci/run runs it in its own environment)::
 
     python -m venv .venv-sae
     .venv-sae/bin/pip install -e '.[sae]'      # sae-lens 6 + transformer-lens 3.9 (+ torch, ...)
