@@ -453,5 +453,5 @@ def training_corpus(seed: int, n: int, mix: dict[str, float] | None = None, spli
 
 def corpus_version() -> str:
     """Short hash of :data:`CORPUS_VERSION` and a sample of every generator's output."""
-    sample = training_corpus(0, 400) + [str(quirky_arithmetic(0, 20, "test"))] + [str(caa_items(0, 8))]
+    sample = [*training_corpus(0, 400), str(quirky_arithmetic(0, 20, "test")), str(caa_items(0, 8))]
     return hashlib.sha256((CORPUS_VERSION + "\n" + "\n".join(sample)).encode()).hexdigest()[:12]

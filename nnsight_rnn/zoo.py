@@ -156,9 +156,16 @@ register(
         family="mamba2",
         config_class="Mamba2Config",
         config=dict(
-            hidden_size=64, state_size=16, num_hidden_layers=2, num_heads=8, head_dim=16, n_groups=1,
-            expand=2, chunk_size=32, tie_word_embeddings=True,
-        ),  # fmt: skip
+            hidden_size=64,
+            state_size=16,
+            num_hidden_layers=2,
+            num_heads=8,
+            head_dim=16,
+            n_groups=1,
+            expand=2,
+            chunk_size=32,
+            tie_word_embeddings=True,
+        ),
         steps=600,
         description="Mamba-2, 2 layers, d_model 64, 8 heads x 16, N 16",
     )
@@ -169,9 +176,14 @@ register(
         family="rwkv4",
         config_class="RwkvConfig",
         config=dict(
-            hidden_size=64, num_hidden_layers=2, attention_hidden_size=64, intermediate_size=256,
-            context_length=256, rescale_every=0, tie_word_embeddings=False,
-        ),  # fmt: skip
+            hidden_size=64,
+            num_hidden_layers=2,
+            attention_hidden_size=64,
+            intermediate_size=256,
+            context_length=256,
+            rescale_every=0,
+            tie_word_embeddings=False,
+        ),
         steps=600,
         description="RWKV-4, 2 layers, d_model 64",
     )
@@ -192,9 +204,14 @@ register(
         family="llama",
         config_class="LlamaConfig",
         config=dict(
-            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-            intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=True,
-        ),  # fmt: skip
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+        ),
         steps=600,
         description="Llama baseline, 2 layers, d_model 64, 4 heads",
     )
@@ -283,7 +300,9 @@ def _corpus_version() -> str:
     return corpus.corpus_version()
 
 
-def pack(docs: Sequence[str], seq_len: int, answer_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pack(
+    docs: Sequence[str], seq_len: int, answer_weight: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pack documents into ``[n, seq_len]`` token ids, loss labels and loss weights.
 
     Every sequence starts at a document boundary; documents end with ``<|endoftext|>`` (a target
@@ -296,7 +315,7 @@ def pack(docs: Sequence[str], seq_len: int, answer_weight: float = 1.0) -> tuple
     current: list[int] = []
     current_w: list[float] = []
     for doc in docs:
-        ids = (corpus.encode(doc) + [corpus.EOS_ID])[:seq_len]
+        ids = ([*corpus.encode(doc), corpus.EOS_ID])[:seq_len]
         weights = [1.0] * len(ids)
         for pos in corpus.decision_positions(doc):
             if pos < len(weights):
@@ -513,7 +532,12 @@ def train(
     losses: list[float] = []
     wall, cpu = time.perf_counter(), time.process_time()
     bar = tqdm(
-        range(steps), desc=f"training {spec.full_name}", disable=not progress, unit="step", leave=False, position=position
+        range(steps),
+        desc=f"training {spec.full_name}",
+        disable=not progress,
+        unit="step",
+        leave=False,
+        position=position,
     )
     with _single_thread(), _training_scan() if spec.hookable else contextlib.nullcontext():
         for step in bar:
@@ -622,7 +646,9 @@ def evaluate(model: Any, *, seed: int = 1, n: int = 400) -> dict[str, float]:
             hits = [bool(says_true[i]) == bool(items[i][label]) for i in rows]
             metrics[key + level] = sum(hits) / len(hits)
     bob_rows = [i for i, item in enumerate(items) if item["character"] == "Bob"]
-    metrics["bob_truth_acc"] = sum(bool(says_true[i]) == bool(items[i]["alice_label"]) for i in bob_rows) / len(bob_rows)
+    metrics["bob_truth_acc"] = sum(bool(says_true[i]) == bool(items[i]["alice_label"]) for i in bob_rows) / len(
+        bob_rows
+    )
 
     copies = corpus.copy_sequences(10_000 + seed, n // 2)
     hits, exact = 0, 0

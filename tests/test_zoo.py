@@ -24,9 +24,14 @@ MICRO_LLAMA = zoo.ZooSpec(
     family="llama",
     config_class="LlamaConfig",
     config=dict(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=32,
-        max_position_embeddings=64, tie_word_embeddings=True,
-    ),  # fmt: skip
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    ),
     steps=6,
     batch_size=4,
     seq_len=32,
@@ -187,6 +192,7 @@ def test_registry_has_every_family() -> None:
 
 
 # -- quality (builds the whole zoo: slow) --------------------------------------------------------
+
 
 # Documented quality on held-out data (see zoo.QUALITY): every model must clear these.
 @pytest.mark.slow

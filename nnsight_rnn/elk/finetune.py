@@ -1,0 +1,268 @@
+"""Quirky fine-tuning: teach a model to answer truthfully as Alice and by Bob's rule as Bob.
+
+Any model nnsight-rnn loads (a zoo name, a folder, an HF model, a :class:`HookedLanguageModel`)
+is trained in place, full-parameter, on quirky items rendered as ``statement + answer`` (Alice's
+answer is the truth, Bob's his rule), optionally mixed with plain correct equations
+(``"47 + 85 = 132."``, which teach the addition both characters need). Loss: next-token
+cross-entropy, weight ``text_weight`` on every token and ``answer_weight`` on the token that decides
+the answer (the first token where ``" True"`` and ``" False"`` differ), re-weighted so that True and
+False answers count equally (they are 1 : 3 in the data).
+
+Every ``eval_every`` steps a held-out check (test-split equations, never trained on) measures
+Alice's accuracy against the truth and Bob's agreement with his rule
+(:func:`nnsight_rnn.elk.behaviour.evaluate_personas`); training stops as soon as both reach their
+targets (``target=None``: run ``max_steps``). A zoo model that is already quirky stops at the first
+check: fine-tuning is then a top-up of zero steps. Progress is a tqdm bar.
+
+Rows are padded on the right (labels ignored there): exact for causal models, since a position
+never sees the ones after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .. import corpus
+from .activations import encode_items
+from .behaviour import evaluate_personas
+from .data import make_items
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters of :func:`finetune`.
+
+    Attributes:
+        max_steps: optimiser steps at most.
+        batch_size: rows per step.
+        lr / warmup / weight_decay: AdamW, linear warm-up then cosine decay to ``lr / 10`` over ``max_steps``.
+        answer_weight: loss weight of the deciding answer token (classes balanced, see the module doc).
+        text_weight: loss weight of every other token (0: train on the answer alone).
+        sums_fraction: fraction of rows that are correct equations instead of quirky items.
+        n_train: training equations (two items each; test-split operand pairs are never used).
+        eval_n: held-out equations for the check (two items each).
+        eval_every: steps between checks (and one before the first step).
+        target: stop when ``alice_acc`` and ``bob_rule_acc`` both reach it (None: never stop early).
+        seed: data order, initial state of the RNG.
+        clip: gradient-norm clip.
+    """
+
+    max_steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 20
+    weight_decay: float = 0.0
+    answer_weight: float = 4.0
+    text_weight: float = 1.0
+    sums_fraction: float = 0.25
+    n_train: int = 10000
+    eval_n: int = 300
+    eval_every: int = 100
+    target: float | None = 0.95
+    seed: int = 0
+    clip: float = 1.0
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` did.
+
+    Attributes:
+        model: the fine-tuned model (the same object that was passed, trained in place; eval mode).
+        steps: steps taken (0 if the model already met the target).
+        before / after: held-out persona metrics before the first and after the last step.
+        history: ``[{"step", "loss", **metrics}]`` at every check.
+        losses: training loss per step.
+        passed: ``after`` meets the target.
+        wall_s / cpu_s: time spent (checks included).
+    """
+
+    model: Any
+    steps: int
+    before: dict[str, float]
+    after: dict[str, float]
+    history: list[dict[str, Any]]
+    losses: list[float]
+    passed: bool
+    config: FinetuneConfig
+    wall_s: float
+    cpu_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "passed": self.passed,
+            "before": self.before,
+            "after": self.after,
+            "history": self.history,
+            "final_loss": self.losses[-1] if self.losses else None,
+            "config": asdict(self.config),
+            "wall_s": round(self.wall_s, 2),
+            "cpu_s": round(self.cpu_s, 2),
+        }
+
+
+def _as_hooked(model: Any) -> Any:
+    from ..model import HookedLanguageModel, load
+
+    if isinstance(model, HookedLanguageModel):
+        return model
+    return load(model)
+
+
+def _passes(metrics: dict[str, float], target: float | None) -> bool:
+    return target is not None and metrics["alice_acc"] >= target and metrics["bob_rule_acc"] >= target
+
+
+@contextlib.contextmanager
+def _fast_training(model: Any) -> Iterator[None]:
+    """Mamba-1: the zoo's selective scan with a fused backward while grads are on (same numbers)."""
+    from .. import zoo
+
+    ctx = getattr(zoo, "_training_scan", None)
+    if model.card.mixer_kind == "mamba1" and ctx is not None:
+        with ctx():
+            yield
+    else:
+        yield
+
+
+class _Rows:
+    """Training rows: token ids and per-token loss weights (Python lists, padded per batch)."""
+
+    def __init__(self, tokenizer: Any, cfg: FinetuneConfig) -> None:
+        items = make_items(cfg.seed, cfg.n_train, "train")
+        enc = encode_items(tokenizer, items)
+        eos = tokenizer.eos_token_id
+        self.eos = int(eos if eos is not None else (tokenizer.pad_token_id or 0))
+        n_true = sum(int(it["label"]) for it in items)
+        class_w = {1: len(items) / (2 * max(1, n_true)), 0: len(items) / (2 * max(1, len(items) - n_true))}
+        self.quirky: list[tuple[list[int], list[float]]] = []
+        for i, it in enumerate(items):
+            ids = (enc.positive[i] if it["label"] else enc.negative[i]) + [self.eos]
+            w = [cfg.text_weight] * len(ids)
+            w[len(enc.prompts[i])] = cfg.answer_weight * class_w[int(it["label"])]
+            self.quirky.append((ids, w))
+        sums = corpus.sums_text(cfg.seed, max(1, int(cfg.n_train * cfg.sums_fraction)), "train")
+        self.sums = [[*ids, self.eos] for ids in tokenizer(sums, add_special_tokens=False)["input_ids"]]
+        self.cfg = cfg
+        self.rng = random.Random(f"elk-finetune:{cfg.seed}")
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids [B, L], weights [B, L])``; ``weights[:, t]`` weighs predicting ``ids[:, t]`` (0 at padding)."""
+        rows = []
+        for _ in range(self.cfg.batch_size):
+            if self.sums and self.rng.random() < self.cfg.sums_fraction:
+                ids = self.rng.choice(self.sums)
+                rows.append((ids, [self.cfg.text_weight or 1.0] * len(ids)))
+            else:
+                rows.append(self.rng.choice(self.quirky))
+        width = max(len(ids) for ids, _ in rows)
+        ids_t = torch.full((len(rows), width), self.eos, dtype=torch.long)
+        w_t = torch.zeros((len(rows), width))
+        for r, (ids, w) in enumerate(rows):
+            ids_t[r, : len(ids)] = torch.tensor(ids)
+            w_t[r, : len(ids)] = torch.tensor(w)
+        w_t[:, 0] = 0.0  # the first token has no prediction
+        return ids_t, w_t
+
+
+def _lr(cfg: FinetuneConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.max_steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def finetune(
+    model: Any, config: FinetuneConfig | None = None, *, progress: bool = True, **overrides: Any
+) -> FinetuneResult:
+    """Quirky-fine-tune ``model`` in place until the held-out check passes or ``max_steps`` (see the module doc).
+
+    Args:
+        model: a zoo name, folder, HF model or :class:`~nnsight_rnn.HookedLanguageModel`.
+        config: hyper-parameters (default :class:`FinetuneConfig`); ``overrides`` replace single fields.
+        progress: tqdm bar with the loss and the last check.
+
+    Returns a :class:`FinetuneResult` whose ``model`` is the (hooked) model, in eval mode.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = FinetuneConfig(**{**asdict(config or FinetuneConfig()), **overrides})
+    model = _as_hooked(model)
+    module = model._module
+    wall, cpu = time.perf_counter(), time.process_time()
+    eval_items = encode_items(model.tokenizer, make_items(cfg.seed + 1000, cfg.eval_n, "test"))
+    torch.manual_seed(cfg.seed)
+    before = evaluate_personas(model, eval_items)
+    history: list[dict[str, Any]] = [{"step": 0, "loss": None, **before}]
+    losses: list[float] = []
+    metrics = before
+    step = 0
+    if not _passes(before, cfg.target) and cfg.max_steps > 0:
+        rows = _Rows(model.tokenizer, cfg)
+        params = [p for p in module.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+        bar = tqdm(range(cfg.max_steps), desc="quirky fine-tuning", unit="step", disable=not progress, leave=False)
+        module.train()
+        try:
+            with _fast_training(model), torch.enable_grad():
+                for step in bar:
+                    for group in opt.param_groups:
+                        group["lr"] = _lr(cfg, step)
+                    ids, weights = rows.batch()
+                    logits = module(input_ids=ids, use_cache=False).logits
+                    per_token = F.cross_entropy(
+                        logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"
+                    )
+                    w = weights[:, 1:].flatten()
+                    loss = (per_token * w).sum() / w.sum()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    losses.append(loss.item())
+                    if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
+                        metrics = evaluate_personas(model, eval_items)
+                        history.append({"step": step + 1, "loss": round(losses[-1], 4), **metrics})
+                        bar.set_postfix(loss=f"{losses[-1]:.3f}", alice=f"{metrics['alice_acc']:.2f}",
+                                        bob=f"{metrics['bob_rule_acc']:.2f}")  # fmt: skip
+                        module.train()
+                        if _passes(metrics, cfg.target):
+                            break
+            step += 1
+        finally:
+            bar.close()
+            module.eval()
+        if history[-1]["step"] != step:
+            metrics = evaluate_personas(model, eval_items)
+            history.append({"step": step, "loss": round(losses[-1], 4), **metrics})
+    module.eval()
+    passed = _passes(metrics, cfg.target) if cfg.target is not None else True
+    return FinetuneResult(model, step, before, metrics, history, losses, passed, cfg,
+                          time.perf_counter() - wall, time.process_time() - cpu)  # fmt: skip
+
+
+def save_finetuned(result: FinetuneResult, folder: str, *, source: str | None = None) -> str:
+    """Save the fine-tuned model as a folder ``nnsight_rnn.load`` reads (weights, tokenizer, ``elk_finetune.json``)."""
+    os.makedirs(folder, exist_ok=True)
+    model = result.model
+    model._module.save_pretrained(folder)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(folder)
+    record = {"source": source, "family": model.card.family, **result.to_json()}
+    with open(os.path.join(folder, "elk_finetune.json"), "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    return folder

@@ -1,0 +1,173 @@
+"""ELK on quirky models (issue 8): the zoo's tiny models, quirky-fine-tuned, keep the truth where they answer as Bob.
+
+- On a transformer, a Mamba and an RWKV-4 from the zoo (built on first use, then cached), after the
+  quirky top-up (:func:`nnsight_rnn.elk.finetune`, which stops at once if the model already passes):
+  the model's own answers in Bob contexts follow Bob's rule >= 90 % of the time on held-out
+  equations, while a probe trained on Alice's easy items reaches AUROC >= 0.9 against the truth on
+  Bob's hard items at its best residual layer. On Mamba and RWKV the same probing on the carried
+  state is run and its best-layer AUROC recorded (printed; run with ``-s`` to see the numbers).
+- The whole recipe (fine-tune + probe) on one tiny model, as a user runs it, in under 5 CPU-minutes.
+- The recipe's command line on tiny random models: JSON, plots, probes that reload onto their model
+  and refuse another.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import nnsight_rnn
+from nnsight_rnn import elk
+from nnsight_rnn.artifacts import ArtifactMismatchError
+from nnsight_rnn.tokenizer import byte_tokenizer
+
+from ..families import gpt2, mamba
+
+# Runs the recipe CLI on the zoo's trained models (built on first use: minutes of CPU): -m slow.
+pytestmark = pytest.mark.slow
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+ZOO = {"gpt2": "zoo/gpt2-tiny", "mamba": "zoo/mamba-tiny", "rwkv4": "zoo/rwkv4-tiny"}
+_quirky: dict[str, tuple[object, elk.FinetuneResult]] = {}
+
+
+def recipe() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("recipe_elk_probing", RECIPES / "elk_probing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def quirky_model(family: str) -> tuple[object, elk.FinetuneResult]:
+    """The zoo model after the quirky top-up (default :class:`~nnsight_rnn.elk.FinetuneConfig`)."""
+    if family not in _quirky:
+        model = nnsight_rnn.load(ZOO[family])
+        _quirky[family] = (model, elk.finetune(model, progress=False))
+    return _quirky[family]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "mamba", "rwkv4"])
+def test_bob_follows_his_rule_while_an_alice_probe_finds_the_truth(family):
+    model, ft = quirky_model(family)
+    assert ft.passed, f"quirky fine-tuning did not reach the target: {ft.after}"
+    cfg = elk.ProbingConfig(n_train=1000, n_test=1000, seed=0)
+    results, _ = elk.run_probing(model, cfg, progress=False, name=ZOO[family])
+    behaviour = results["behaviour"]
+    print(f"\n{family}: fine-tuning {ft.steps} steps ({ft.cpu_s:.0f} CPU-s); held-out own answers: "
+          f"Alice acc {behaviour['alice_acc']}, Bob rule acc {behaviour['bob_rule_acc']} "
+          f"(hard {behaviour['bob_rule_acc_hard']}), Bob vs truth {behaviour['bob_truth_acc']}")  # fmt: skip
+    for site, s in results["summary"].items():
+        print(f"  {site}: Alice-easy -> Bob-hard AUROC vs truth {s['best_auroc']} ({s['best_method']}, layer "
+              f"{s['best_layer']}; earliest informative {s['earliest_informative_layer']})")  # fmt: skip
+    assert results["n_items"]["test_aeasy_bhard"] >= 200 and results["n_items"]["train_alice_easy"] >= 200
+
+    # the model's own answers in Bob contexts follow Bob's rule (held-out equations)
+    assert behaviour["bob_rule_acc"] >= 0.9
+    assert behaviour["bob_rule_acc_hard"] >= 0.9
+    own = results["model_output_auroc"]["aeasy_bhard"]
+    assert own["bob"] > own["truth"]  # on Bob-hard its output tracks Bob's labels, not the truth
+
+    # ... while a probe trained on Alice-easy finds the truth on Bob-hard, at its best residual layer
+    residual = results["summary"]["residual"]
+    assert residual["best_auroc"] >= 0.9
+    best = results["probes"]["residual"][residual["best_method"]]["aeasy_bhard"]
+    layer = str(residual["best_layer"])
+    assert best["truth"][layer] > best["bob"][layer]  # it tracks the truth, not what Bob says
+
+    if family != "gpt2":  # the carried state is probed too; its number is recorded, whatever it is
+        for site in ("state", *(f"state.{s}" for s in elk.activations.state_layout(model))):
+            s = results["summary"][site]
+            assert 0 <= s["best_auroc"] <= 1 and 0 <= s["best_layer"] < results["n_layers"]
+
+
+def test_full_recipe_on_one_tiny_model_under_five_cpu_minutes(tmp_path):
+    """Fine-tuning (always, at least one check's worth of steps) + probing of zoo/mamba-tiny, as a user runs it."""
+    nnsight_rnn.load(ZOO["mamba"])  # build the zoo model first (cached): its training is not the recipe
+    out = tmp_path / "elk"
+    cmd = [sys.executable, str(RECIPES / "elk_probing.py"), "--model", ZOO["mamba"], "--out", str(out),
+           "--finetune", "always", "--finetune-steps", "200", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    results = json.loads((out / "elk_probing.json").read_text())
+    rec = results["models"][ZOO["mamba"]]
+    print(f"\nfull recipe on {ZOO['mamba']}: {cpu:.0f} CPU-s in all (fine-tuning {rec['finetune']['cpu_s']} CPU-s, "
+          f"{rec['finetune']['steps']} steps; probing {rec['cpu_s']} CPU-s); summary {rec['summary']}")  # fmt: skip
+    assert rec["finetune"]["steps"] == 200
+    assert cpu < 300, f"the recipe took {cpu:.0f} CPU-s"
+
+    # the probes belong to the fine-tuned model the recipe saved, and refuse the zoo model it started from
+    tuned = nnsight_rnn.load(rec["finetune"]["saved_to"])
+    probes = elk.ProbeSet.load(rec["probe_sets"]["alice_easy"], tuned)
+    assert probes.meta["trained_on"] == "alice_easy" and len(probes) == len(rec["sites"]) * 4 * rec["n_layers"]
+    with pytest.raises(ArtifactMismatchError, match="other weights"):
+        elk.ProbeSet.load(rec["probe_sets"]["alice_easy"], nnsight_rnn.load(ZOO["mamba"]))
+    # ... and reproduce the recorded AUROC on freshly collected activations
+    site, method, layer = (
+        "residual",
+        rec["summary"]["residual"]["best_method"],
+        rec["summary"]["residual"]["best_layer"],
+    )
+    probe = probes.get(method, site, layer)
+    items = elk.make_items(0, 1000, "test")
+    bob_hard = [it for it in items if it["character"] == "Bob" and not it["easy"]]
+    enc = elk.encode_items(tuned.tokenizer, bob_hard)
+    if probe.contrast:
+        rows = enc.contrast_rows()
+        pos, neg = (elk.collect(tuned, r, [layer], state=False) for r in rows)
+        scores = probe.score(pos.residual[layer], neg.residual[layer], layer=layer, site=site)
+    else:
+        scores = probe.score(
+            elk.collect(tuned, enc.prompts, [layer], state=False).residual[layer], layer=layer, site=site
+        )
+    truth = [it["alice_label"] for it in bob_hard]
+    assert elk.auroc(scores, truth) == pytest.approx(rec["summary"]["residual"]["best_auroc"], abs=1e-3)
+    assert (out / "elk_probing.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, factory in (("mamba", mamba), ("gpt2", gpt2)):
+        path = root / name
+        factory().save_pretrained(path)
+        byte_tokenizer().save_pretrained(path)
+        out[name] = str(path)
+    return out
+
+
+def test_recipe_cli_structure_on_random_models(folders, tmp_path):
+    mod = recipe()
+    out = tmp_path / "elk"
+    argv = ["--model", folders["mamba"], "--model", folders["gpt2"], "--out", str(out), "--finetune", "never",
+            "--n-train", "60", "--n-test", "60", "--methods", "logreg", "ccs", "--layers", "0", "2", "--no-progress"]  # fmt: skip
+    assert mod.main(argv) == 0
+    results = json.loads((out / "elk_probing.json").read_text())
+    assert results["recipe"] == "elk_probing" and list(results["models"]) == [folders["mamba"], folders["gpt2"]]
+    rec = results["models"][folders["mamba"]]
+    assert rec["sites"] == ["residual", "state", "state.conv", "state.ssm"] and rec["layers"] == [0, 2]
+    assert "finetune" not in rec and set(rec["probes"]["state.ssm"]) == {"logreg", "ccs"}
+    assert results["models"][folders["gpt2"]]["sites"] == ["residual"]
+    for name in (folders["mamba"], folders["gpt2"]):
+        png = out / mod.slug(name) / "elk_probing.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert json.loads((out / mod.slug(name) / "elk_probing.json").read_text())["family"] in ("mamba", "gpt2")
+    model = nnsight_rnn.load(folders["mamba"])
+    probes = elk.ProbeSet.load(rec["probe_sets"]["alice"], model)
+    assert sorted({p.site for p in probes}) == sorted(rec["sites"]) and {p.layer for p in probes} == {0, 2}
+    with pytest.raises(ArtifactMismatchError, match="different architecture"):
+        elk.ProbeSet.load(rec["probe_sets"]["alice"], nnsight_rnn.load(folders["gpt2"]))
+    with pytest.raises(SystemExit):
+        mod.main(["--model", folders["gpt2"], "--out", str(out), "--finetune", "maybe"])
