@@ -47,7 +47,7 @@ CORPUS_VERSION = "1"
 """Bump when a generator changes on purpose (also folded into :func:`corpus_version`)."""
 
 # Task mix of :func:`training_corpus` (fractions of documents).
-DEFAULT_MIX: dict[str, float] = {"text": 0.1, "arithmetic": 0.4, "sums": 0.15, "disposition": 0.2, "copy": 0.15}
+DEFAULT_MIX: dict[str, float] = {"text": 0.08, "arithmetic": 0.42, "sums": 0.15, "disposition": 0.2, "copy": 0.15}
 
 
 _DECISION = re.compile(r"(?:(?:Alice|Bob): ([TF]))|(?:Answer: \(([AB])\))")

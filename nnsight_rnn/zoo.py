@@ -91,17 +91,17 @@ class ZooSpec:
     config_class: str
     config: dict[str, Any]
     steps: int
-    batch_size: int = 32
-    seq_len: int = 64
-    lr: float = 3e-3
+    batch_size: int = 24
+    seq_len: int = 96
+    lr: float = 5e-3
     weight_decay: float = 0.01
     warmup: int = 30
     seed: int = 0
     hookable: bool = False
     description: str = ""
-    answer_weight: float = 1.0
+    answer_weight: float = 30.0
     mix: dict[str, float] = field(default_factory=lambda: dict(corpus.DEFAULT_MIX))
-    warm_start: float = 0.0
+    warm_start: float = 0.2
     warm_mix: dict[str, float] = field(default_factory=lambda: dict(WARM_MIX))
 
     @property
@@ -143,11 +143,40 @@ register(
         family="mamba",
         config_class="MambaConfig",
         config=dict(
-            hidden_size=64, state_size=16, num_hidden_layers=2, intermediate_size=128, conv_kernel=4, time_step_rank=8
+            hidden_size=96, state_size=8, num_hidden_layers=2, intermediate_size=192, conv_kernel=4, time_step_rank=8
         ),
-        steps=600,
+        steps=2200,
         hookable=True,
-        description="Mamba-1, 2 layers, d_model 64, d_inner 128, N 16",
+        description="Mamba-1, 2 layers, d_model 96, d_inner 192, N 8",
+    )
+)
+register(
+    _spec(
+        name="rwkv4-tiny",
+        family="rwkv4",
+        config_class="RwkvConfig",
+        config=dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            attention_hidden_size=64,
+            intermediate_size=256,
+            context_length=256,
+            rescale_every=0,
+            tie_word_embeddings=False,
+        ),
+        steps=1800,
+        description="RWKV-4, 2 layers, d_model 64",
+    )
+)
+register(
+    _spec(
+        name="gpt2-tiny",
+        family="gpt2",
+        config_class="GPT2Config",
+        config=dict(n_embd=64, n_layer=2, n_head=4, n_positions=256),
+        steps=3000,
+        lr=3e-3,
+        description="GPT-2 baseline, 2 layers, d_model 64, 4 heads",
     )
 )
 register(
@@ -166,36 +195,8 @@ register(
             chunk_size=32,
             tie_word_embeddings=True,
         ),
-        steps=600,
+        steps=2400,
         description="Mamba-2, 2 layers, d_model 64, 8 heads x 16, N 16",
-    )
-)
-register(
-    _spec(
-        name="rwkv4-tiny",
-        family="rwkv4",
-        config_class="RwkvConfig",
-        config=dict(
-            hidden_size=64,
-            num_hidden_layers=2,
-            attention_hidden_size=64,
-            intermediate_size=256,
-            context_length=256,
-            rescale_every=0,
-            tie_word_embeddings=False,
-        ),
-        steps=600,
-        description="RWKV-4, 2 layers, d_model 64",
-    )
-)
-register(
-    _spec(
-        name="gpt2-tiny",
-        family="gpt2",
-        config_class="GPT2Config",
-        config=dict(n_embd=64, n_layer=2, n_head=4, n_positions=256),
-        steps=600,
-        description="GPT-2 baseline, 2 layers, d_model 64, 4 heads",
     )
 )
 register(
@@ -212,7 +213,7 @@ register(
             max_position_embeddings=256,
             tie_word_embeddings=True,
         ),
-        steps=600,
+        steps=3500,
         description="Llama baseline, 2 layers, d_model 64, 4 heads",
     )
 )
@@ -587,7 +588,7 @@ def _next_logits(model: torch.nn.Module, prompts: Sequence[str], batch_size: int
 
 
 @torch.no_grad()
-def heldout_loss(model: Any, seed: int = 1, n_docs: int = 600, seq_len: int = 64) -> tuple[float, float]:
+def heldout_loss(model: Any, seed: int = 1, n_docs: int = 600, seq_len: int = 96) -> tuple[float, float]:
     """``(model loss, unigram loss)`` in nats per token on a held-out corpus (test-split questions).
 
     The unigram baseline is the cross-entropy of add-one-smoothed byte frequencies of a training
@@ -689,6 +690,20 @@ def evaluate(model: Any, *, seed: int = 1, n: int = 400) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Writing model shards" bar from ``save_pretrained`` (ours is the training bar)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _say(message: str) -> None:
     print(f"nnsight-rnn: {message}", file=sys.stderr, flush=True)
 
@@ -738,8 +753,9 @@ def build_model(name: str, *, force: bool = False, progress: bool = True, positi
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=folder.parent))
     try:
-        result.model.save_pretrained(tmp)
-        byte_tokenizer().save_pretrained(tmp)
+        with _quiet_transformers():
+            result.model.save_pretrained(tmp)
+            byte_tokenizer().save_pretrained(tmp)
         (tmp / "zoo.json").write_text(json.dumps(info, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -755,32 +771,65 @@ def build_model(name: str, *, force: bool = False, progress: bool = True, positi
     return folder
 
 
-def _build_worker(name: str, force: bool, progress: bool, position: int) -> str:
-    return str(build_model(name, force=force, progress=progress, position=position))
-
-
 def build_zoo(
     names: Sequence[str] | None = None, *, force: bool = False, progress: bool = True, jobs: int | None = None
 ) -> dict[str, str]:
     """Build (or find cached) every zoo model in ``names`` (default: all); return name -> folder.
 
-    Models train in ``jobs`` parallel processes (default: one per CPU core, at most one per model),
-    each single-threaded, so the weights do not depend on ``jobs``. This is what
-    ``nnsight-rnn zoo build [NAME ...]`` runs.
+    Models train in ``jobs`` parallel worker processes (``python -m nnsight_rnn.zoo NAME``; default:
+    one per CPU core, at most one per model), each single-threaded, so the weights do not depend
+    on ``jobs``. This is what ``nnsight-rnn zoo build [NAME ...]`` runs.
     """
     specs = [get_spec(n) for n in (names or available())]
     todo = [s for s in specs if force or cached_info(s.name) is None]
-    jobs = max(1, min(len(todo), os.cpu_count() or 1) if jobs is None else min(jobs, len(todo) or 1))
+    jobs = min(len(todo), os.cpu_count() or 1) if jobs is None else min(jobs, len(todo))
     if jobs > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        import subprocess
 
         _say(f"building {len(todo)} zoo models in {jobs} processes: {', '.join(s.full_name for s in todo)}")
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_build_worker, s.name, force, progress, i % jobs) for i, s in enumerate(todo)]
-            for future in futures:
-                future.result()
+        running: list[tuple[ZooSpec, subprocess.Popen[bytes]]] = []
+        failed: list[str] = []
+        queue = list(todo)
+        while queue or running:
+            while queue and len(running) < jobs:
+                spec = queue.pop(0)
+                cmd = [sys.executable, "-m", "nnsight_rnn.zoo", "--position", str(len(running))]
+                cmd += ["--spec", json.dumps(asdict(spec)), spec.name]  # custom / replaced specs too
+                cmd += ["--force"] if force else []
+                cmd += [] if progress else ["--quiet"]
+                running.append((spec, subprocess.Popen(cmd)))
+            time.sleep(0.2)
+            for spec, proc in list(running):
+                if proc.poll() is not None:
+                    running.remove((spec, proc))
+                    if proc.returncode != 0:
+                        failed.append(spec.full_name)
+        if failed:
+            raise RuntimeError(f"building {failed} failed (see the errors above); retry with build_zoo({failed}, jobs=1)")
     else:
         for spec in todo:
             build_model(spec.name, force=force, progress=progress)
     return {s.full_name: str(zoo_dir(s.name)) for s in specs}
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    """``python -m nnsight_rnn.zoo [--force] [--quiet] [NAME ...]``: build zoo models (worker entry point)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m nnsight_rnn.zoo", description="Build tiny zoo models.")
+    parser.add_argument("names", nargs="*", help=f"zoo names (default: all of {available()})")
+    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--position", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--spec", default=None, help=argparse.SUPPRESS)  # JSON of a ZooSpec (from build_zoo)
+    args = parser.parse_args(argv)
+    if args.spec:
+        register(ZooSpec(**json.loads(args.spec)))
+    if len(args.names) == 1:
+        build_model(args.names[0], force=args.force, progress=not args.quiet, position=args.position)
+    else:
+        build_zoo(args.names or None, force=args.force, progress=not args.quiet)
+
+
+if __name__ == "__main__":
+    _main()

@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--finetune-target", type=float, default=0.95,
                         help="held-out accuracy both personas must reach (auto mode)")  # fmt: skip
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
+    parser.add_argument("--truthful-steps", type=int, default=0,
+                        help="two-stage fine-tuning: first make both characters truthful (at most this many "
+                        "steps), then train --train-layers on the quirky labels")  # fmt: skip
+    parser.add_argument("--train-layers", nargs="+", help="blocks the quirky fine-tuning trains (default: all)")
     parser.add_argument("--n-train", type=int, default=1000, help="training equations for the probes (2 items each)")
     parser.add_argument("--n-test", type=int, default=1000, help="held-out equations (2 items each)")
     parser.add_argument("--methods", nargs="+", default=list(elk.METHODS), help=f"probe methods {list(elk.METHODS)}")
@@ -82,8 +86,10 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = {"family": model.card.family}
     if args.finetune != "never":
         target = args.finetune_target if args.finetune == "auto" else None
+        train_layers = tuple(int(x) for x in _split(args.train_layers)) or None
         result = elk.finetune(model, max_steps=args.finetune_steps, target=target, lr=args.finetune_lr,
-                              seed=args.seed, progress=not args.no_progress)  # fmt: skip
+                              seed=args.seed, truthful_steps=args.truthful_steps, train_layers=train_layers,
+                              progress=not args.no_progress)  # fmt: skip
         record["finetune"] = result.to_json()
         if result.steps > 0:
             folder = os.path.join(args.out, "models", slug(name))

@@ -309,6 +309,24 @@ def test_finetune_trains_in_place_checks_and_saves(tmp_path):
     assert all(torch.equal(state[k], v) for k, v in model._module.state_dict().items())
 
 
+def test_finetune_last_layers_only_and_two_stages():
+    model = nnsight_rnn.load(mamba())  # 3 layers
+    before = {k: v.clone() for k, v in model._module.state_dict().items()}
+    small = {"eval_every": 2, "eval_n": 20, "n_train": 100, "target": None, "progress": False}
+    elk.finetune(model, max_steps=3, train_layers=(-1,), **small)
+    changed = {k for k, v in model._module.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("backbone.layers.2.") for k in changed)  # embeddings (tied) frozen too
+    with pytest.raises(IndexError, match="out of range"):
+        elk.finetune(model, max_steps=1, train_layers=(3,), **small)
+
+    result = elk.finetune(model, truthful_steps=4, max_steps=3, train_layers=(-1,), **small)
+    assert result.steps == 7 and len(result.losses) == 7
+    assert [(h["step"], h["stage"]) for h in result.history] == [
+        (0, "start"), (2, "truthful stage"), (4, "truthful stage"), (6, "quirky fine-tuning"), (7, "quirky fine-tuning")
+    ]  # fmt: skip
+    assert "bob_truth_acc" in result.history[2] and result.to_json()["config"]["truthful_steps"] == 4
+
+
 @pytest.mark.parametrize("family", ["rwkv4", "gpt2"])
 def test_run_probing_structure(family):
     model = nnsight_rnn.load(RANDOM[family]())

@@ -175,6 +175,22 @@ def test_stale_cache_is_rebuilt(micro_zoo: str, capsys) -> None:
     assert zoo.cached_info(name)["steps"] == MICRO_LLAMA.steps + 1
 
 
+def test_parallel_build_in_worker_processes_gives_the_same_weights(micro_zoo: str) -> None:
+    from safetensors.torch import load_file
+
+    names = ["zoo/test-micro-llama", "zoo/test-micro-mamba"]
+    folders = zoo.build_zoo(names, progress=False, jobs=2)  # workers get the (custom) specs as JSON
+    assert set(folders) == set(names)
+    for name, spec in zip(names, (MICRO_LLAMA, MICRO_MAMBA), strict=True):
+        info = zoo.cached_info(name)
+        assert info is not None
+        local = zoo.train(spec, progress=False)
+        assert abs(info["final_train_loss"] - local.final_loss) <= 1e-4
+        saved = load_file(f"{folders[name]}/model.safetensors")
+        for key, value in saved.items():
+            assert torch.equal(value, local.model.state_dict()[key]), key
+
+
 def test_unknown_zoo_name_lists_the_available_ones() -> None:
     with pytest.raises(zoo.UnknownZooModelError, match=r"zoo/mamba-tiny") as err:
         nnsight_rnn.load("zoo/mamba-tinyy")

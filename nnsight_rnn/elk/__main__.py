@@ -33,9 +33,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune import FinetuneConfig, finetune, save_finetuned
 
     torch.manual_seed(args.seed)
+    train_layers = tuple(int(x) for v in args.train_layers or [] for x in v.split(",") if x.strip()) or None
     cfg = FinetuneConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          target=None if args.target <= 0 else args.target, eval_every=args.eval_every,
-                         sums_fraction=args.sums_fraction, answer_weight=args.answer_weight)  # fmt: skip
+                         sums_fraction=args.sums_fraction, answer_weight=args.answer_weight,
+                         truthful_steps=args.truthful_steps, train_layers=train_layers)  # fmt: skip
     result = finetune(args.model, cfg, progress=not args.no_progress)
     save_finetuned(result, args.out, source=args.model)
     b, a = result.before, result.after
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--sums-fraction", type=float, default=0.25, help="fraction of rows that are correct equations")
     p.add_argument("--answer-weight", type=float, default=4.0, help="loss weight of the deciding answer token")
+    p.add_argument("--truthful-steps", type=int, default=0,
+                   help="first make both characters truthful for at most this many steps (two-stage)")  # fmt: skip
+    p.add_argument("--train-layers", nargs="+", help="train only these blocks (e.g. -1 for the last; default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=_cmd_finetune)

@@ -14,6 +14,12 @@ Alice's accuracy against the truth and Bob's agreement with his rule
 targets (``target=None``: run ``max_steps``). A zoo model that is already quirky stops at the first
 check: fine-tuning is then a top-up of zero steps. Progress is a tqdm bar.
 
+Two-stage variant (``truthful_steps > 0``, usually with ``train_layers`` = the last block(s)): first
+make the model truthful for both characters, then train only the last layers on the quirky labels,
+the setting of Mallen et al. (a pretrained LM that knows the truth, made quirky by fine-tuning).
+On the tiny models it keeps a truth signal in the recurrent state that the one-stage fine-tune
+partly loses (see docs/recipes/elk.md).
+
 Rows are padded on the right (labels ignored there): exact for causal models, since a position
 never sees the ones after it.
 """
@@ -27,7 +33,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -53,8 +59,20 @@ class FinetuneConfig:
         n_train: training equations (two items each; test-split operand pairs are never used).
         eval_n: held-out equations for the check (two items each).
         eval_every: steps between checks (and one before the first step).
-        target: stop when ``alice_acc`` and ``bob_rule_acc`` both reach it (None: never stop early).
+        target: stop when ``alice_acc`` and ``bob_rule_acc`` both reach it (``labels="truth"``:
+            ``alice_acc`` and ``bob_truth_acc``) (None: never stop early).
+        labels: ``"quirky"`` (Alice: the truth, Bob: his rule) or ``"truth"`` (both characters
+            truthful: the first stage of ``truthful_steps``).
+        train_layers: block indices to train (negative counts from the end); every other parameter
+            (embeddings, unembedding, other blocks) is frozen. None: train everything.
+        truthful_steps: if > 0 (and ``labels="quirky"``), first a *truthful stage* of at most this many
+            steps (both characters answer with the truth, every parameter trains, stops when both are
+            right ``target`` of the time), then the quirky stage (``train_layers``): a truthful model
+            made quirky by a fine-tune of its last layers, as in Mallen et al. (pretrained LMs made quirky
+            by LoRA fine-tuning). Steps, losses and the history cover both stages.
         seed: data order, initial state of the RNG.
+        threads: torch threads while training (tiny models train fastest on one, and one thread
+            makes the run reproducible); None: leave ``torch.get_num_threads()`` as it is.
         clip: gradient-norm clip.
     """
 
@@ -70,6 +88,10 @@ class FinetuneConfig:
     eval_n: int = 300
     eval_every: int = 100
     target: float | None = 0.95
+    labels: str = "quirky"
+    train_layers: tuple[int, ...] | None = None
+    truthful_steps: int = 0
+    threads: int | None = 1
     seed: int = 0
     clip: float = 1.0
 
@@ -121,8 +143,9 @@ def _as_hooked(model: Any) -> Any:
     return load(model)
 
 
-def _passes(metrics: dict[str, float], target: float | None) -> bool:
-    return target is not None and metrics["alice_acc"] >= target and metrics["bob_rule_acc"] >= target
+def _passes(metrics: dict[str, float], target: float | None, labels: str = "quirky") -> bool:
+    bob = "bob_rule_acc" if labels == "quirky" else "bob_truth_acc"
+    return target is not None and metrics["alice_acc"] >= target and metrics[bob] >= target
 
 
 @contextlib.contextmanager
@@ -146,13 +169,14 @@ class _Rows:
         enc = encode_items(tokenizer, items)
         eos = tokenizer.eos_token_id
         self.eos = int(eos if eos is not None else (tokenizer.pad_token_id or 0))
-        n_true = sum(int(it["label"]) for it in items)
+        key = "label" if cfg.labels == "quirky" else "alice_label"
+        n_true = sum(int(it[key]) for it in items)
         class_w = {1: len(items) / (2 * max(1, n_true)), 0: len(items) / (2 * max(1, len(items) - n_true))}
         self.quirky: list[tuple[list[int], list[float]]] = []
         for i, it in enumerate(items):
-            ids = (enc.positive[i] if it["label"] else enc.negative[i]) + [self.eos]
+            ids = (enc.positive[i] if it[key] else enc.negative[i]) + [self.eos]
             w = [cfg.text_weight] * len(ids)
-            w[len(enc.prompts[i])] = cfg.answer_weight * class_w[int(it["label"])]
+            w[len(enc.prompts[i])] = cfg.answer_weight * class_w[int(it[key])]
             self.quirky.append((ids, w))
         sums = corpus.sums_text(cfg.seed, max(1, int(cfg.n_train * cfg.sums_fraction)), "train")
         self.sums = [[*ids, self.eos] for ids in tokenizer(sums, add_special_tokens=False)["input_ids"]]
@@ -178,11 +202,76 @@ class _Rows:
         return ids_t, w_t
 
 
+def _trainable(model: Any, layers: tuple[int, ...] | None) -> list[torch.nn.Parameter]:
+    """The parameters to train: all (``layers=None``) or those of the given blocks only."""
+    module = model._module
+    if layers is None:
+        return [p for p in module.parameters() if p.requires_grad]
+    n = len(model.layers)
+    bad = [i for i in layers if not -n <= i < n]
+    if bad:
+        raise IndexError(f"train_layers {bad} out of range: the model has {n} layers (0..{n - 1})")
+    blocks = [model.layers[i % n]._module for i in sorted({i % n for i in layers})]
+    return [p for block in blocks for p in block.parameters() if p.requires_grad]
+
+
 def _lr(cfg: FinetuneConfig, step: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.max_steps - cfg.warmup)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _train_stage(
+    model: Any, cfg: FinetuneConfig, eval_items: Any, history: list[dict[str, Any]], progress: bool, stage: str
+) -> tuple[int, list[float], dict[str, float]]:
+    """One training stage (labels / layers of ``cfg``) until its check passes or ``max_steps``."""
+    from tqdm.auto import tqdm
+
+    module = model._module
+    rows = _Rows(model.tokenizer, cfg)
+    params = _trainable(model, cfg.train_layers)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    bob_key = "bob_rule_acc" if cfg.labels == "quirky" else "bob_truth_acc"
+    offset = history[-1]["step"]
+    losses: list[float] = []
+    metrics = history[-1]
+    step = 0
+    bar = tqdm(range(cfg.max_steps), desc=stage, unit="step", disable=not progress, leave=False)
+    module.train()
+    try:
+        with _fast_training(model), torch.enable_grad():
+            for step in bar:
+                for group in opt.param_groups:
+                    group["lr"] = _lr(cfg, step)
+                ids, weights = rows.batch()
+                logits = module(input_ids=ids, use_cache=False).logits
+                per_token = F.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"
+                )
+                w = weights[:, 1:].flatten()
+                loss = (per_token * w).sum() / w.sum()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
+                    metrics = evaluate_personas(model, eval_items)
+                    history.append({"step": offset + step + 1, "stage": stage, "loss": round(losses[-1], 4), **metrics})
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", alice=f"{metrics['alice_acc']:.2f}",
+                                    bob=f"{metrics[bob_key]:.2f}")  # fmt: skip
+                    module.train()
+                    if _passes(metrics, cfg.target, cfg.labels):
+                        break
+        step += 1
+    finally:
+        bar.close()
+        module.eval()
+    if history[-1]["step"] != offset + step:
+        metrics = evaluate_personas(model, eval_items)
+        history.append({"step": offset + step, "stage": stage, "loss": round(losses[-1], 4), **metrics})
+    return step, losses, {k: v for k, v in metrics.items() if k not in ("step", "stage", "loss")}
 
 
 def finetune(
@@ -193,64 +282,44 @@ def finetune(
     Args:
         model: a zoo name, folder, HF model or :class:`~nnsight_rnn.HookedLanguageModel`.
         config: hyper-parameters (default :class:`FinetuneConfig`); ``overrides`` replace single fields.
-        progress: tqdm bar with the loss and the last check.
+        progress: tqdm bars with the loss and the last check.
 
-    Returns a :class:`FinetuneResult` whose ``model`` is the (hooked) model, in eval mode.
+    Returns a :class:`FinetuneResult` whose ``model`` is the (hooked) model, in eval mode. If the model
+    already passes the check, nothing is trained (``steps == 0``), whatever the stages.
     """
-    from tqdm.auto import tqdm
-
     cfg = FinetuneConfig(**{**asdict(config or FinetuneConfig()), **overrides})
+    if cfg.labels not in ("quirky", "truth"):
+        raise ValueError(f"labels must be 'quirky' or 'truth', got {cfg.labels!r}")
     model = _as_hooked(model)
-    module = model._module
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _finetune(model, cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _finetune(model: Any, cfg: FinetuneConfig, progress: bool) -> FinetuneResult:
     wall, cpu = time.perf_counter(), time.process_time()
     eval_items = encode_items(model.tokenizer, make_items(cfg.seed + 1000, cfg.eval_n, "test"))
     torch.manual_seed(cfg.seed)
     before = evaluate_personas(model, eval_items)
-    history: list[dict[str, Any]] = [{"step": 0, "loss": None, **before}]
+    history: list[dict[str, Any]] = [{"step": 0, "stage": "start", "loss": None, **before}]
     losses: list[float] = []
-    metrics = before
-    step = 0
-    if not _passes(before, cfg.target) and cfg.max_steps > 0:
-        rows = _Rows(model.tokenizer, cfg)
-        params = [p for p in module.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-        bar = tqdm(range(cfg.max_steps), desc="quirky fine-tuning", unit="step", disable=not progress, leave=False)
-        module.train()
-        try:
-            with _fast_training(model), torch.enable_grad():
-                for step in bar:
-                    for group in opt.param_groups:
-                        group["lr"] = _lr(cfg, step)
-                    ids, weights = rows.batch()
-                    logits = module(input_ids=ids, use_cache=False).logits
-                    per_token = F.cross_entropy(
-                        logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"
-                    )
-                    w = weights[:, 1:].flatten()
-                    loss = (per_token * w).sum() / w.sum()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, cfg.clip)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    losses.append(loss.item())
-                    if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
-                        metrics = evaluate_personas(model, eval_items)
-                        history.append({"step": step + 1, "loss": round(losses[-1], 4), **metrics})
-                        bar.set_postfix(loss=f"{losses[-1]:.3f}", alice=f"{metrics['alice_acc']:.2f}",
-                                        bob=f"{metrics['bob_rule_acc']:.2f}")  # fmt: skip
-                        module.train()
-                        if _passes(metrics, cfg.target):
-                            break
-            step += 1
-        finally:
-            bar.close()
-            module.eval()
-        if history[-1]["step"] != step:
-            metrics = evaluate_personas(model, eval_items)
-            history.append({"step": step, "loss": round(losses[-1], 4), **metrics})
-    module.eval()
-    passed = _passes(metrics, cfg.target) if cfg.target is not None else True
-    return FinetuneResult(model, step, before, metrics, history, losses, passed, cfg,
+    metrics, steps = before, 0
+    if not _passes(before, cfg.target, cfg.labels) and cfg.max_steps > 0:
+        if cfg.truthful_steps > 0 and cfg.labels == "quirky":
+            truthful = replace(cfg, labels="truth", train_layers=None, max_steps=cfg.truthful_steps, truthful_steps=0)
+            n, stage_losses, metrics = _train_stage(model, truthful, eval_items, history, progress, "truthful stage")
+            steps += n
+            losses += stage_losses
+        n, stage_losses, metrics = _train_stage(model, cfg, eval_items, history, progress, f"{cfg.labels} fine-tuning")
+        steps += n
+        losses += stage_losses
+    model._module.eval()
+    passed = _passes(metrics, cfg.target, cfg.labels) if cfg.target is not None else True
+    return FinetuneResult(model, steps, before, metrics, history, losses, passed, cfg,
                           time.perf_counter() - wall, time.process_time() - cpu)  # fmt: skip
 
 

@@ -9,8 +9,20 @@ import numpy as np
 import torch
 
 
+def require_sklearn() -> None:
+    """Raise an ImportError that says how to install scikit-learn (the probes and AUROC use it)."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            "nnsight_rnn.elk's probes and AUROC use scikit-learn: pip install 'nnsight-rnn[elk]' "
+            "(or pip install scikit-learn)"
+        ) from e
+
+
 def auroc(scores: Sequence[float] | torch.Tensor, labels: Sequence[int] | torch.Tensor) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (scikit-learn); NaN if one class is missing."""
+    require_sklearn()
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(torch.as_tensor(labels).cpu().numpy()).astype(int).ravel()

@@ -180,6 +180,9 @@ def _span(z: torch.Tensor) -> torch.Tensor | None:
 
 def fit_logreg(x: torch.Tensor, y: Sequence[int] | torch.Tensor, *, C: float = 0.1, max_iter: int = 2000) -> Probe:
     """Logistic regression on standardised features (scikit-learn, L2, lbfgs; in the data's span when D > N)."""
+    from .metrics import require_sklearn
+
+    require_sklearn()
     from sklearn.linear_model import LogisticRegression
 
     labels = _labels(y)
@@ -203,6 +206,9 @@ def fit_lda(x: torch.Tensor, y: Sequence[int] | torch.Tensor, *, shrinkage: floa
     outnumber items, so a 10^4-wide state costs an ``N x N`` solve. Threshold: the midpoint plus the
     log prior ratio.
     """
+    from .metrics import require_sklearn
+
+    require_sklearn()
     from sklearn.covariance import ledoit_wolf_shrinkage
 
     labels = torch.as_tensor(_labels(y))
