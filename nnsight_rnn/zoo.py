@@ -805,7 +805,9 @@ def build_zoo(
                     if proc.returncode != 0:
                         failed.append(spec.full_name)
         if failed:
-            raise RuntimeError(f"building {failed} failed (see the errors above); retry with build_zoo({failed}, jobs=1)")
+            raise RuntimeError(
+                f"building {failed} failed (see the errors above); retry with build_zoo({failed}, jobs=1)"
+            )
     else:
         for spec in todo:
             build_model(spec.name, force=force, progress=progress)
