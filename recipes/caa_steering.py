@@ -232,13 +232,15 @@ def plot(results: dict[str, Any], path: str, title: str) -> None:
     plt.close(fig)
 
 
+# Decorator, not torch.set_grad_enabled(False): main() is also called in-process (tests, notebooks),
+# and a bare global switch left autograd off for everything run after it.
+@torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     add_common_args(parser, "out/caa_steering")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     train, test, data = load_data(args)
     os.makedirs(args.out, exist_ok=True)
     results: dict[str, Any] = {"recipe": "caa_steering", "data": data, "multipliers": parse_floats(args.multipliers),

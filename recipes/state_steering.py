@@ -213,13 +213,15 @@ def plot(results: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+# Decorator, not torch.set_grad_enabled(False): main() is also called in-process (tests, notebooks),
+# and a bare global switch left autograd off for everything run after it.
+@torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     caa.add_common_args(parser, "out/state_steering")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     train, test, data = caa.load_data(args)
     os.makedirs(args.out, exist_ok=True)
     results: dict[str, Any] = {"recipe": "state_steering", "data": data,

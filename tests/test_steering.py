@@ -9,6 +9,7 @@ vectors, agreement of the two scoring paths) run on tiny random models.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -303,6 +304,31 @@ def test_residual_steer_sign_along_the_unembedding(family):
     rows = S.sweep(model, enc, vectors, [last], (-8.0, -4.0, 0.0, 4.0, 8.0), progress=False)
     assert S.is_monotonic(rows, last), S.curve(rows, last)
     assert S.effect(rows, last) > 0.05
+
+
+def _module_hooks(model) -> dict[str, tuple[Any, ...]]:
+    """Per submodule: hook counts and any forward patched onto the instance."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return {
+        name: (*(len(getattr(m, k)) for k in kinds), m.__dict__.get("forward"))
+        for name, m in model._module.named_modules()
+    }
+
+
+@pytest.mark.parametrize("family", ["mamba", "rwkv4"])
+def test_steering_leaves_no_global_state(family):
+    """Vectors, scoring and steered generation restore grad mode and leave no hooks behind;
+    the model still trains afterwards."""
+    model = random_model(family)
+    grad, inference, hooks = torch.is_grad_enabled(), torch.is_inference_mode_enabled(), _module_hooks(model)
+    train, test = data(model, n_train=4, n_test=2)
+    steers = [S.Steer(S.residual_vectors(model, train), 1, 1.0), S.Steer(S.state_vectors(model, train), 1, 1.0)]
+    S.letter_logits(model, test, *steers)
+    S.generate(model, test.prompts[0], *steers, max_new_tokens=2)
+    assert (torch.is_grad_enabled(), torch.is_inference_mode_enabled()) == (grad, inference)
+    assert _module_hooks(model) == hooks
+    model._module(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    assert all(p.grad is not None for p in model._module.parameters() if p.requires_grad)
 
 
 def test_effect_statistics():

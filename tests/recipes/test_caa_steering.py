@@ -23,9 +23,6 @@ from nnsight_rnn.tokenizer import byte_tokenizer
 
 from ..families import gpt2, mamba, rwkv4
 
-# Runs the recipe CLI on the zoo's trained models (built on first use: minutes of CPU): -m slow.
-pytestmark = pytest.mark.slow
-
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 

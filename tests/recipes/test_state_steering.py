@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+import torch
 
 import nnsight_rnn
 from nnsight_rnn import steering as S
 
+from ..families import mamba
 from .test_caa_steering import folders, recipe
-
-# Slow recipe runs; also leaves global grad/trace state behind that breaks later autograd tests
-# (to be fixed): -m slow only.
-pytestmark = pytest.mark.slow
 
 __all__ = ["folders"]  # the module-scoped fixture of tiny saved models
 
@@ -41,3 +40,31 @@ def test_state_cli_recurrent_and_transformer(folders, tmp_path):
     assert "no recurrent state" in results["models"][folders["gpt2"]]["note"]
     png = out / "state_steering.png"
     assert png.exists() and png.stat().st_size > 10_000
+
+
+def _global_torch_state() -> dict[str, Any]:
+    return {
+        "grad": torch.is_grad_enabled(),
+        "inference_mode": torch.is_inference_mode_enabled(),
+        "threads": torch.get_num_threads(),
+        "dtype": torch.get_default_dtype(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "global_hooks": (
+            len(torch.nn.modules.module._global_forward_hooks),
+            len(torch.nn.modules.module._global_forward_pre_hooks),
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["state_steering", "caa_steering"])
+def test_recipe_main_leaves_global_state_unchanged(folders, tmp_path, name):
+    """main() once switched autograd off globally (torch.set_grad_enabled(False)), so any test after
+    it that called .backward() failed; in-process runs must leave torch as they found it."""
+    before = _global_torch_state()
+    argv = ["--model", folders["mamba"], "--out", str(tmp_path / name), "--max-items", "4", "--layers", "1",
+            "--multipliers", "-1", "1", "--generate", "1", "--max-new-tokens", "2", "--no-progress"]  # fmt: skip
+    assert recipe(name).main(argv) == 0
+    assert _global_torch_state() == before
+    model = mamba()
+    model(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
