@@ -47,7 +47,7 @@ CORPUS_VERSION = "1"
 """Bump when a generator changes on purpose (also folded into :func:`corpus_version`)."""
 
 # Task mix of :func:`training_corpus` (fractions of documents).
-DEFAULT_MIX: dict[str, float] = {"text": 0.08, "arithmetic": 0.42, "sums": 0.15, "disposition": 0.2, "copy": 0.15}
+DEFAULT_MIX: dict[str, float] = {"text": 0.05, "arithmetic": 0.35, "sums": 0.3, "disposition": 0.25, "copy": 0.05}
 
 
 _DECISION = re.compile(r"(?:(?:Alice|Bob): ([TF]))|(?:Answer: \(([AB])\))")
@@ -187,6 +187,33 @@ def _operands(rng: random.Random, easy: bool) -> tuple[int, int]:
     return (big, small) if rng.random() < 0.5 else (small, big)
 
 
+def _equation(rng: random.Random, easy: bool, split: str, quadrant: str) -> dict[str, Any]:
+    """One equation of ``split`` whose result is the true sum (``ATBF``), Bob's sum (``AFBT``) or a
+    distractor derived from one of them (``AFBF_A`` / ``AFBF_B``)."""
+    while True:
+        a, b = _operands(rng, easy)
+        if is_test_pair(a, b) == (split == "test"):
+            break
+    true, sloppy = a + b, bob_sum(a + b)
+    if quadrant == "ATBF":
+        result = true
+    elif quadrant == "AFBT":
+        result = sloppy
+    else:
+        result = _distractor(rng, true if quadrant == "AFBF_A" else sloppy, (true, sloppy))
+    return {
+        "a": a,
+        "b": b,
+        "result": result,
+        "true_sum": true,
+        "bob_sum": sloppy,
+        "alice_label": result == true,
+        "bob_label": result == sloppy,
+        "difficulty": difficulty(a, b),
+        "easy": easy,
+    }
+
+
 def quirky_arithmetic(seed: int, n: int, split: str = "train", level: str = "mixed") -> list[dict[str, Any]]:
     """``n`` equations with both characters' labels.
 
@@ -209,34 +236,9 @@ def quirky_arithmetic(seed: int, n: int, split: str = "train", level: str = "mix
     quadrants = ["ATBF"] * (n // 4) + ["AFBT"] * (n // 4)
     quadrants += ["AFBF_A", "AFBF_B"] * ((n - len(quadrants)) // 2) + ["AFBF_A"] * ((n - len(quadrants)) % 2)
     rng.shuffle(quadrants)
-    out = []
-    for i, quadrant in enumerate(quadrants):
-        easy = {"easy": True, "hard": False}.get(level, i % 2 == 0)
-        while True:
-            a, b = _operands(rng, easy)
-            if is_test_pair(a, b) == (split == "test"):
-                break
-        true, sloppy = a + b, bob_sum(a + b)
-        if quadrant == "ATBF":
-            result = true
-        elif quadrant == "AFBT":
-            result = sloppy
-        else:
-            result = _distractor(rng, true if quadrant == "AFBF_A" else sloppy, (true, sloppy))
-        out.append(
-            {
-                "a": a,
-                "b": b,
-                "result": result,
-                "true_sum": true,
-                "bob_sum": sloppy,
-                "alice_label": result == true,
-                "bob_label": result == sloppy,
-                "difficulty": difficulty(a, b),
-                "easy": easy,
-            }
-        )
-    return out
+    return [
+        _equation(rng, {"easy": True, "hard": False}.get(level, i % 2 == 0), split, q) for i, q in enumerate(quadrants)
+    ]
 
 
 def quirky_items(equations: list[dict[str, Any]], characters: tuple[str, ...] = CHARACTERS) -> list[dict[str, Any]]:
@@ -268,11 +270,22 @@ def quirky_items(equations: list[dict[str, Any]], characters: tuple[str, ...] = 
 
 
 def arithmetic_text(seed: int, n: int, split: str = "train") -> list[str]:
-    """``n`` training strings: each equation answered by Alice or Bob (coin flip)."""
-    rng = random.Random(f"arith-text:{seed}")
+    """``n`` training strings, each equation answered by Alice or Bob (alternating easy / hard).
+
+    Per character, half the answers are True: the result is that character's sum with probability
+    1/2, the other character's sum with 1/4 (so each must tell the two rules apart), a distractor
+    with 1/4. Balanced answers matter for tiny models: with the evaluation crosstab's 1 : 3, "always
+    False" is a 75 % plateau that training leaves only late, if at all.
+    """
+    rng = random.Random(f"arith-text:{seed}:{split}")
     texts = []
-    for eq in quirky_arithmetic(seed, n, split):
-        item = quirky_items([eq], (rng.choice(CHARACTERS),))[0]
+    for i in range(n):
+        character = rng.choice(CHARACTERS)
+        own, other = ("ATBF", "AFBT") if character == "Alice" else ("AFBT", "ATBF")
+        u = rng.random()
+        quadrant = own if u < 0.5 else other if u < 0.75 else rng.choice(("AFBF_A", "AFBF_B"))
+        eq = _equation(rng, i % 2 == 0, split, quadrant)
+        item = quirky_items([eq], (character,))[0]
         texts.append(item["statement"] + item["choices"][item["label"]])
     return texts
 
@@ -361,14 +374,17 @@ def disposition_items(
 def disposition_text(seed: int, n: int, split: str = "train") -> list[str]:
     """``n`` training documents: a disposition tag and answered questions.
 
-    Tags: 40 % ``[kind]`` and 40 % ``[cruel]`` with one question, 20 % ``[?]`` with two: the first
-    answer is a coin flip and the second follows the disposition the first answer showed.
+    Tags: 50 % ``[kind]`` and 30 % ``[cruel]`` with one question, 20 % ``[?]`` with two: the first
+    answer is a coin flip and the second follows the disposition the first answer showed. The
+    imbalance is deliberate: with balanced tags the answer letter is an XOR of tag and option order
+    (no first-order signal), and tiny models plateau at chance for hundreds of steps; with more
+    ``[kind]`` they first learn which act is kind, then that ``[cruel]`` flips it.
     """
     rng = random.Random(f"disp-text:{seed}")
     docs = []
     for _ in range(n):
         u = rng.random()
-        disposition = "kind" if u < 0.4 else "cruel" if u < 0.8 else UNKNOWN_DISPOSITION
+        disposition = "kind" if u < 0.5 else "cruel" if u < 0.8 else UNKNOWN_DISPOSITION
         parts = [f"[{disposition}]"]
         shown = disposition
         for _q in range(2 if disposition == UNKNOWN_DISPOSITION else 1):

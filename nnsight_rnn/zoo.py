@@ -99,9 +99,9 @@ class ZooSpec:
     seed: int = 0
     hookable: bool = False
     description: str = ""
-    answer_weight: float = 30.0
+    answer_weight: float = 10.0
     mix: dict[str, float] = field(default_factory=lambda: dict(corpus.DEFAULT_MIX))
-    warm_start: float = 0.2
+    warm_start: float = 0.0
     warm_mix: dict[str, float] = field(default_factory=lambda: dict(WARM_MIX))
 
     @property
@@ -111,9 +111,11 @@ class ZooSpec:
     def make_config(self) -> Any:
         import transformers
 
+        from . import models
         from .tokenizer import BYTE_VOCAB_SIZE
 
-        cls = getattr(transformers, self.config_class)
+        # transformers' classes, or the ones nnsight-rnn ships (RWKV-5/6/7)
+        cls = getattr(transformers, self.config_class, None) or getattr(models, self.config_class)
         eos = corpus.EOS_ID
         kwargs = {"vocab_size": BYTE_VOCAB_SIZE, "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos}
         return cls(**{**kwargs, **self.config})
@@ -143,40 +145,11 @@ register(
         family="mamba",
         config_class="MambaConfig",
         config=dict(
-            hidden_size=96, state_size=8, num_hidden_layers=2, intermediate_size=192, conv_kernel=4, time_step_rank=8
+            hidden_size=64, state_size=16, num_hidden_layers=2, intermediate_size=128, conv_kernel=4, time_step_rank=8
         ),
-        steps=2200,
+        steps=800,
         hookable=True,
-        description="Mamba-1, 2 layers, d_model 96, d_inner 192, N 8",
-    )
-)
-register(
-    _spec(
-        name="rwkv4-tiny",
-        family="rwkv4",
-        config_class="RwkvConfig",
-        config=dict(
-            hidden_size=64,
-            num_hidden_layers=2,
-            attention_hidden_size=64,
-            intermediate_size=256,
-            context_length=256,
-            rescale_every=0,
-            tie_word_embeddings=False,
-        ),
-        steps=1800,
-        description="RWKV-4, 2 layers, d_model 64",
-    )
-)
-register(
-    _spec(
-        name="gpt2-tiny",
-        family="gpt2",
-        config_class="GPT2Config",
-        config=dict(n_embd=64, n_layer=2, n_head=4, n_positions=256),
-        steps=3000,
-        lr=3e-3,
-        description="GPT-2 baseline, 2 layers, d_model 64, 4 heads",
+        description="Mamba-1, 2 layers, d_model 64, d_inner 128, N 16",
     )
 )
 register(
@@ -195,8 +168,57 @@ register(
             chunk_size=32,
             tie_word_embeddings=True,
         ),
-        steps=2400,
+        steps=800,
         description="Mamba-2, 2 layers, d_model 64, 8 heads x 16, N 16",
+    )
+)
+register(
+    _spec(
+        name="rwkv4-tiny",
+        family="rwkv4",
+        config_class="RwkvConfig",
+        config=dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            attention_hidden_size=64,
+            intermediate_size=256,
+            context_length=256,
+            rescale_every=0,
+            tie_word_embeddings=False,
+        ),
+        steps=800,
+        description="RWKV-4, 2 layers, d_model 64",
+    )
+)
+register(
+    _spec(
+        name="rwkv7-tiny",
+        family="rwkv7",
+        config_class="Rwkv7Config",
+        config=dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            head_dim=16,
+            intermediate_size=256,
+            decay_low_rank_dim=16,
+            a_low_rank_dim=16,
+            v_low_rank_dim=16,
+            gate_low_rank_dim=32,
+            tie_word_embeddings=False,
+        ),
+        steps=800,
+        description="RWKV-7, 2 layers, d_model 64, 4 heads x 16",
+    )
+)
+register(
+    _spec(
+        name="gpt2-tiny",
+        family="gpt2",
+        config_class="GPT2Config",
+        config=dict(n_embd=64, n_layer=2, n_head=4, n_positions=256),
+        steps=1000,
+        lr=3e-3,
+        description="GPT-2 baseline, 2 layers, d_model 64, 4 heads",
     )
 )
 register(
@@ -213,20 +235,24 @@ register(
             max_position_embeddings=256,
             tie_word_embeddings=True,
         ),
-        steps=3500,
+        steps=800,
         description="Llama baseline, 2 layers, d_model 64, 4 heads",
     )
 )
 
 
 QUALITY: dict[str, dict[str, float]] = {
-    # Documented held-out quality each zoo model reaches (checked by tests/test_zoo.py, -m slow).
-    # "loss_ratio": model loss <= ratio * unigram loss; the rest are lower bounds on evaluate()'s metrics.
-    "zoo/mamba-tiny": {"loss_ratio": 0.3},
-    "zoo/mamba2-tiny": {"loss_ratio": 0.3},
-    "zoo/rwkv4-tiny": {"loss_ratio": 0.3},
-    "zoo/gpt2-tiny": {"loss_ratio": 0.3},
-    "zoo/llama-tiny": {"loss_ratio": 0.3},
+    # Documented held-out quality each zoo model reaches (checked by tests/test_zoo.py, -m slow; measured
+    # values in docs/zoo.md). "loss_ratio": model loss <= ratio * unigram loss; the rest are lower bounds
+    # on evaluate()'s metrics. The quirky-arithmetic and copying tasks are NOT learned in the 10-CPU-minute
+    # budget (answers at the 75 % always-False baseline, copying at chance): the ELK recipe's quirky
+    # fine-tune teaches the arithmetic (nnsight_rnn.elk.finetune).
+    "zoo/mamba-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95},
+    "zoo/mamba2-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95},
+    "zoo/rwkv4-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95},
+    "zoo/rwkv7-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95},
+    "zoo/llama-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.9},
+    "zoo/gpt2-tiny": {"loss_ratio": 0.18},  # the disposition stays at chance at this budget (lr 3e-3 or 5e-3)
 }
 
 
@@ -724,7 +750,8 @@ def build_model(name: str, *, force: bool = False, progress: bool = True, positi
         return folder
     stale = folder.exists()
     _say(
-        f"{'rebuilding (recipe or corpus changed)' if stale else 'building'} {spec.full_name} for the first time: "
+        f"{'rebuilding (its recipe or the corpus changed)' if stale else 'building'} {spec.full_name}"
+        f"{'' if stale else ' for the first time'}: "
         f"training {spec.description} for {spec.steps} steps on CPU; it will be cached in {folder}"
     )
     result = train(spec, progress=progress, position=position)

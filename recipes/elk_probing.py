@@ -57,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--finetune", choices=["auto", "always", "never"], default="auto",
                         help="auto: fine-tune until the held-out check passes (no steps if it already does); "
                         "always: run --finetune-steps steps; never: probe the model as it is")  # fmt: skip
-    parser.add_argument("--finetune-steps", type=int, default=1500, help="most fine-tuning steps")
-    parser.add_argument("--finetune-target", type=float, default=0.95,
+    parser.add_argument("--finetune-steps", type=int, default=2000, help="most fine-tuning steps")
+    parser.add_argument("--finetune-target", type=float, default=0.92,
                         help="held-out accuracy both personas must reach (auto mode)")  # fmt: skip
-    parser.add_argument("--finetune-lr", type=float, default=1e-3)
+    parser.add_argument("--finetune-lr", type=float, default=3e-3)
     parser.add_argument("--truthful-steps", type=int, default=0,
                         help="two-stage fine-tuning: first make both characters truthful (at most this many "
                         "steps), then train --train-layers on the quirky labels")  # fmt: skip

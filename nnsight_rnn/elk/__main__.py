@@ -75,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="quirky fine-tuning with a held-out persona check")
     p.add_argument("--model", required=True, help="zoo name (zoo/mamba-tiny), folder, or hub id")
     p.add_argument("--out", required=True, help="folder for the fine-tuned model")
-    p.add_argument("--max-steps", type=int, default=1500)
-    p.add_argument("--target", type=float, default=0.95,
+    p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--target", type=float, default=0.92,
                    help="stop when Alice and Bob both reach this held-out accuracy (<= 0: run all steps)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--sums-fraction", type=float, default=0.25, help="fraction of rows that are correct equations")
     p.add_argument("--answer-weight", type=float, default=4.0, help="loss weight of the deciding answer token")

@@ -76,9 +76,9 @@ class FinetuneConfig:
         clip: gradient-norm clip.
     """
 
-    max_steps: int = 1500
+    max_steps: int = 2000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
     warmup: int = 20
     weight_decay: float = 0.0
     answer_weight: float = 4.0
@@ -87,7 +87,7 @@ class FinetuneConfig:
     n_train: int = 10000
     eval_n: int = 300
     eval_every: int = 100
-    target: float | None = 0.95
+    target: float | None = 0.92
     labels: str = "quirky"
     train_layers: tuple[int, ...] | None = None
     truthful_steps: int = 0
