@@ -41,8 +41,10 @@ def test_steering_recipes(recipe: str, tmp_path: Path) -> None:
     results = run(recipe, "--model", MODEL, "--max-items", "16", "--multipliers", "-2", "0", "2",
                   "--generate", "1", "--max-new-tokens", "4", out=tmp_path)  # fmt: skip
     rec = results["models"][MODEL]
-    assert rec["family"] == "rwkv7" and len(rec["sweep"]) == 3 * rec["n_layers"]
-    assert all(0 < row["p_matching"] < 1 for row in rec["sweep"])
+    sweeps = [rec["sweep"]] if recipe == "caa_steering" else [rec["residual"]["sweep"], rec["state"]["sweep"]]
+    assert rec["family"] == "rwkv7"
+    for sweep in sweeps:
+        assert len(sweep) == 3 * rec["n_layers"] and all(0 < row["p_matching"] < 1 for row in sweep)
 
 
 def test_tuned_lens_recipe(tmp_path: Path) -> None:
