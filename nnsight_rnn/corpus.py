@@ -187,13 +187,18 @@ def _operands(rng: random.Random, easy: bool) -> tuple[int, int]:
     return (big, small) if rng.random() < 0.5 else (small, big)
 
 
-def _equation(rng: random.Random, easy: bool, split: str, quadrant: str) -> dict[str, Any]:
-    """One equation of ``split`` whose result is the true sum (``ATBF``), Bob's sum (``AFBT``) or a
-    distractor derived from one of them (``AFBF_A`` / ``AFBF_B``)."""
+def _split_operands(rng: random.Random, easy: bool, split: str) -> tuple[int, int]:
+    """Operands drawn until the pair belongs to ``split`` (see :func:`is_test_pair`)."""
     while True:
         a, b = _operands(rng, easy)
         if is_test_pair(a, b) == (split == "test"):
-            break
+            return a, b
+
+
+def _equation(rng: random.Random, easy: bool, split: str, quadrant: str) -> dict[str, Any]:
+    """One equation of ``split`` whose result is the true sum (``ATBF``), Bob's sum (``AFBT``) or a
+    distractor derived from one of them (``AFBF_A`` / ``AFBF_B``)."""
+    a, b = _split_operands(rng, easy, split)
     true, sloppy = a + b, bob_sum(a + b)
     if quadrant == "ATBF":
         result = true
@@ -295,10 +300,7 @@ def sums_text(seed: int, n: int, split: str = "train") -> list[str]:
     rng = random.Random(f"sums:{seed}:{split}")
     texts = []
     for i in range(n):
-        while True:
-            a, b = _operands(rng, i % 2 == 0)
-            if is_test_pair(a, b) == (split == "test"):
-                break
+        a, b = _split_operands(rng, i % 2 == 0, split)
         texts.append(f"{a} + {b} = {a + b}.")
     return texts
 

@@ -143,9 +143,13 @@ def _as_hooked(model: Any) -> Any:
     return load(model)
 
 
+def _bob_metric(labels: str) -> str:
+    """The metric Bob is checked on: his rule (quirky labels) or the truth (truthful stage)."""
+    return "bob_rule_acc" if labels == "quirky" else "bob_truth_acc"
+
+
 def _passes(metrics: dict[str, float], target: float | None, labels: str = "quirky") -> bool:
-    bob = "bob_rule_acc" if labels == "quirky" else "bob_truth_acc"
-    return target is not None and metrics["alice_acc"] >= target and metrics[bob] >= target
+    return target is not None and metrics["alice_acc"] >= target and metrics[_bob_metric(labels)] >= target
 
 
 @contextlib.contextmanager
@@ -232,7 +236,7 @@ def _train_stage(
     rows = _Rows(model.tokenizer, cfg)
     params = _trainable(model, cfg.train_layers)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    bob_key = "bob_rule_acc" if cfg.labels == "quirky" else "bob_truth_acc"
+    bob_key = _bob_metric(cfg.labels)
     offset = history[-1]["step"]
     losses: list[float] = []
     metrics = history[-1]
