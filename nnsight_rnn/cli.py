@@ -17,8 +17,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("nnsight-rnn supported families (card: model types -> mixer kind):")
     for card in all_cards().values():
         print(f"  {card.family:14s} {', '.join(card.model_types):24s} -> {card.mixer_kind:7s} {card.description}")
+    print(f"\nfused GPU kernels (used when a layer's internal hooks are idle): {_kernel_line()}")
     print("\n`nnsight-rnn info FAMILY` lists a family's hook points.")
     return 0
+
+
+def _kernel_line() -> str:
+    import torch
+
+    from . import kernels
+
+    if not torch.cuda.is_available():
+        return "no CUDA device: hookable path everywhere"
+    kernels.mamba1_kernels(torch.device("cuda"))  # probes the import once
+    return "; ".join(f"{family}: {status}" for family, status in kernels.kernel_status().items())
 
 
 def _cmd_docs(args: argparse.Namespace) -> int:

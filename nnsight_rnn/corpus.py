@@ -33,6 +33,7 @@ records which corpus it was trained on.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import re
 from typing import Any
@@ -373,23 +374,32 @@ def disposition_items(
     return items
 
 
+TAG_SHARES: dict[str, float] = {"kind": 0.5, "cruel": 0.3, UNKNOWN_DISPOSITION: 0.2}
+"""Share of each tag among disposition documents (see :func:`disposition_text` for why unbalanced)."""
+UNKNOWN_QUESTIONS = 2
+"""Questions per ``[?]`` document: the first answer is a coin flip, the others follow it."""
+
+
 def disposition_text(seed: int, n: int, split: str = "train") -> list[str]:
     """``n`` training documents: a disposition tag and answered questions.
 
-    Tags: 50 % ``[kind]`` and 30 % ``[cruel]`` with one question, 20 % ``[?]`` with two: the first
-    answer is a coin flip and the second follows the disposition the first answer showed. The
-    imbalance is deliberate: with balanced tags the answer letter is an XOR of tag and option order
-    (no first-order signal), and tiny models plateau at chance for hundreds of steps; with more
-    ``[kind]`` they first learn which act is kind, then that ``[cruel]`` flips it.
+    Tags in :data:`TAG_SHARES`: ``[kind]`` / ``[cruel]`` with one question, ``[?]`` with
+    :data:`UNKNOWN_QUESTIONS`: the first answer is a coin flip and the later ones follow the
+    disposition the first answer showed. The imbalance is deliberate: with balanced tags the
+    answer letter is an XOR of tag and option order (no first-order signal), and tiny models
+    plateau at chance for hundreds of steps; with more ``[kind]`` they first learn which act is
+    kind, then that ``[cruel]`` flips it.
     """
     rng = random.Random(f"disp-text:{seed}")
+    tags = list(TAG_SHARES)
+    bounds = list(itertools.accumulate(TAG_SHARES.values()))
     docs = []
     for _ in range(n):
-        u = rng.random()
-        disposition = "kind" if u < 0.5 else "cruel" if u < 0.8 else UNKNOWN_DISPOSITION
+        u = rng.random() * bounds[-1]
+        disposition = next(tag for tag, bound in zip(tags, bounds, strict=True) if u < bound)
         parts = [f"[{disposition}]"]
         shown = disposition
-        for _q in range(2 if disposition == UNKNOWN_DISPOSITION else 1):
+        for _q in range(UNKNOWN_QUESTIONS if disposition == UNKNOWN_DISPOSITION else 1):
             text, kind_letter, cruel_letter = _question(rng, split)
             if shown == UNKNOWN_DISPOSITION:
                 shown = rng.choice(DISPOSITIONS)

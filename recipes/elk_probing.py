@@ -36,6 +36,8 @@ from nnsight_rnn import elk
 
 SITE_STYLES = {"alice_alice": ":", "aeasy_bhard": "-"}
 METHOD_COLORS = {"logreg": "C0", "lda": "C1", "mean_diff": "C2", "ccs": "C3"}
+FINETUNE = elk.FinetuneConfig()
+"""The fine-tuning defaults the command line starts from."""
 
 
 def slug(name: str) -> str:
@@ -57,14 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--finetune", choices=["auto", "always", "never"], default="auto",
                         help="auto: fine-tune until the held-out check passes (no steps if it already does); "
                         "always: run --finetune-steps steps; never: probe the model as it is")  # fmt: skip
-    parser.add_argument("--finetune-steps", type=int, default=2000, help="most fine-tuning steps")
-    parser.add_argument("--finetune-target", type=float, default=0.92,
+    parser.add_argument("--finetune-steps", type=int, default=FINETUNE.max_steps, help="most quirky-stage steps")
+    parser.add_argument("--finetune-target", type=float, default=FINETUNE.target,
                         help="held-out accuracy both personas must reach (auto mode)")  # fmt: skip
-    parser.add_argument("--finetune-lr", type=float, default=3e-3)
-    parser.add_argument("--truthful-steps", type=int, default=0,
+    parser.add_argument("--finetune-lr", type=float, default=FINETUNE.lr)
+    parser.add_argument("--truthful-steps", type=int, default=FINETUNE.truthful_steps,
                         help="two-stage fine-tuning: first make both characters truthful (at most this many "
-                        "steps), then train --train-layers on the quirky labels")  # fmt: skip
-    parser.add_argument("--train-layers", nargs="+", help="blocks the quirky fine-tuning trains (default: all)")
+                        "steps), then train --train-layers on the quirky labels (0: one stage)")  # fmt: skip
+    parser.add_argument("--train-layers", nargs="+",
+                        help="blocks the quirky stage trains (e.g. -1 or 0,1; 'all': every parameter; default: -1)")  # fmt: skip
     parser.add_argument("--n-train", type=int, default=1000, help="training equations for the probes (2 items each)")
     parser.add_argument("--n-test", type=int, default=1000, help="held-out equations (2 items each)")
     parser.add_argument("--methods", nargs="+", default=list(elk.METHODS), help=f"probe methods {list(elk.METHODS)}")
@@ -86,7 +89,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = {"family": model.card.family}
     if args.finetune != "never":
         target = args.finetune_target if args.finetune == "auto" else None
-        train_layers = tuple(int(x) for x in _split(args.train_layers)) or None
+        train_layers = elk.parse_train_layers(args.train_layers)
         result = elk.finetune(model, max_steps=args.finetune_steps, target=target, lr=args.finetune_lr,
                               seed=args.seed, truthful_steps=args.truthful_steps, train_layers=train_layers,
                               progress=not args.no_progress)  # fmt: skip

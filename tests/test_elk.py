@@ -287,7 +287,9 @@ def test_metrics():
 def test_finetune_trains_in_place_checks_and_saves(tmp_path):
     model = nnsight_rnn.load(mamba())
     before = {k: v.clone() for k, v in model._module.state_dict().items()}
-    result = elk.finetune(model, max_steps=12, eval_every=5, eval_n=40, n_train=200, target=None, progress=False)
+    one_stage = {"truthful_steps": 0, "train_layers": None}  # every parameter, quirky labels from the start
+    result = elk.finetune(model, max_steps=12, eval_every=5, eval_n=40, n_train=200, target=None, progress=False,
+                          **one_stage)  # fmt: skip
     assert result.model is model and result.steps == 12 and len(result.losses) == 12
     assert [h["step"] for h in result.history] == [0, 5, 10, 12]
     assert result.losses[-1] < result.losses[0]
@@ -313,11 +315,11 @@ def test_finetune_last_layers_only_and_two_stages():
     model = nnsight_rnn.load(mamba())  # 3 layers
     before = {k: v.clone() for k, v in model._module.state_dict().items()}
     small = {"eval_every": 2, "eval_n": 20, "n_train": 100, "target": None, "progress": False}
-    elk.finetune(model, max_steps=3, train_layers=(-1,), **small)
+    elk.finetune(model, max_steps=3, truthful_steps=0, train_layers=(-1,), **small)
     changed = {k for k, v in model._module.state_dict().items() if not torch.equal(before[k], v)}
     assert changed and all(k.startswith("backbone.layers.2.") for k in changed)  # embeddings (tied) frozen too
     with pytest.raises(IndexError, match="out of range"):
-        elk.finetune(model, max_steps=1, train_layers=(3,), **small)
+        elk.finetune(model, max_steps=1, truthful_steps=0, train_layers=(3,), **small)
 
     result = elk.finetune(model, truthful_steps=4, max_steps=3, train_layers=(-1,), **small)
     assert result.steps == 7 and len(result.losses) == 7
@@ -325,6 +327,16 @@ def test_finetune_last_layers_only_and_two_stages():
         (0, "start"), (2, "truthful stage"), (4, "truthful stage"), (6, "quirky fine-tuning"), (7, "quirky fine-tuning")
     ]  # fmt: skip
     assert "bob_truth_acc" in result.history[2] and result.to_json()["config"]["truthful_steps"] == 4
+
+
+def test_two_stage_fine_tuning_is_the_default_and_the_cli_can_say_otherwise():
+    default = elk.FinetuneConfig()
+    assert default.truthful_steps > 0 and default.train_layers == (-1,)
+    assert elk.parse_train_layers(None) == (-1,)
+    assert elk.parse_train_layers(["all"]) is None
+    assert elk.parse_train_layers(["0,1", "-1"]) == (0, 1, -1)
+    with pytest.raises(ValueError, match=r"block indices .* or 'all'"):
+        elk.parse_train_layers(["last"])
 
 
 @pytest.mark.parametrize("family", ["rwkv4", "gpt2"])
@@ -365,10 +377,12 @@ def test_finetune_and_evaluate_cli(tmp_path, capsys):
     out = tmp_path / "ft"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "nnsight_rnn.elk", "finetune", "--model", str(src), "--out", str(out),
-           "--max-steps", "3", "--target", "0", "--eval-every", "2", "--no-progress"]  # fmt: skip
+           "--max-steps", "3", "--truthful-steps", "2", "--target", "0", "--eval-every", "2", "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "3 steps" in proc.stdout and (out / "elk_finetune.json").exists()
+    assert "5 steps" in proc.stdout and (out / "elk_finetune.json").exists()  # 2 truthful + 3 quirky
+    record = json.loads((out / "elk_finetune.json").read_text())
+    assert record["config"]["train_layers"] == [-1] and record["config"]["truthful_steps"] == 2
     assert elk_main(["evaluate", "--model", str(out), "--n", "10"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_items"] == 20 and 0 <= report["bob_rule_acc"] <= 1

@@ -14,7 +14,7 @@ from .activations import Activations, EncodedItems, answer_scores, collect, enco
 from .behaviour import evaluate_personas, persona_report
 from .data import make_dataset, make_items, read_jsonl, write_dataset, write_jsonl
 from .experiment import ProbingConfig, run_probing
-from .finetune import FinetuneConfig, FinetuneResult, finetune, save_finetuned
+from .finetune import FinetuneConfig, FinetuneResult, finetune, parse_train_layers, save_finetuned
 from .metrics import auroc, best_layer, earliest_informative_layer
 from .probes import METHODS, Probe, ProbeMismatchError, ProbeSet, fit
 
@@ -39,6 +39,7 @@ __all__ = [
     "fit",
     "make_dataset",
     "make_items",
+    "parse_train_layers",
     "persona_report",
     "read_jsonl",
     "run_probing",

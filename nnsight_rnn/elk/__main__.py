@@ -30,10 +30,10 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     import torch
 
-    from .finetune import FinetuneConfig, finetune, save_finetuned
+    from .finetune import FinetuneConfig, finetune, parse_train_layers, save_finetuned
 
     torch.manual_seed(args.seed)
-    train_layers = tuple(int(x) for v in args.train_layers or [] for x in v.split(",") if x.strip()) or None
+    train_layers = parse_train_layers(args.train_layers)
     cfg = FinetuneConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          target=None if args.target <= 0 else args.target, eval_every=args.eval_every,
                          sums_fraction=args.sums_fraction, answer_weight=args.answer_weight,
@@ -62,6 +62,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .finetune import FinetuneConfig
+
+    default = FinetuneConfig()
     parser = argparse.ArgumentParser(prog="python -m nnsight_rnn.elk", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
 
@@ -75,17 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="quirky fine-tuning with a held-out persona check")
     p.add_argument("--model", required=True, help="zoo name (zoo/mamba-tiny), folder, or hub id")
     p.add_argument("--out", required=True, help="folder for the fine-tuned model")
-    p.add_argument("--max-steps", type=int, default=2000)
-    p.add_argument("--target", type=float, default=0.92,
+    p.add_argument("--max-steps", type=int, default=default.max_steps, help="most steps of the quirky stage")
+    p.add_argument("--target", type=float, default=default.target,
                    help="stop when Alice and Bob both reach this held-out accuracy (<= 0: run all steps)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--sums-fraction", type=float, default=0.25, help="fraction of rows that are correct equations")
-    p.add_argument("--answer-weight", type=float, default=4.0, help="loss weight of the deciding answer token")
-    p.add_argument("--truthful-steps", type=int, default=0,
-                   help="first make both characters truthful for at most this many steps (two-stage)")  # fmt: skip
-    p.add_argument("--train-layers", nargs="+", help="train only these blocks (e.g. -1 for the last; default: all)")
+    p.add_argument("--batch-size", type=int, default=default.batch_size)
+    p.add_argument("--lr", type=float, default=default.lr)
+    p.add_argument("--eval-every", type=int, default=default.eval_every)
+    p.add_argument("--sums-fraction", type=float, default=default.sums_fraction,
+                   help="fraction of rows that are correct equations")  # fmt: skip
+    p.add_argument("--answer-weight", type=float, default=default.answer_weight,
+                   help="loss weight of the deciding answer token")  # fmt: skip
+    p.add_argument("--truthful-steps", type=int, default=default.truthful_steps,
+                   help="first make both characters truthful for at most this many steps (0: one stage)")  # fmt: skip
+    p.add_argument("--train-layers", nargs="+",
+                   help="blocks the quirky stage trains (e.g. -1 or 0,1; 'all': every parameter; default: -1)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=_cmd_finetune)

@@ -14,11 +14,12 @@ Alice's accuracy against the truth and Bob's agreement with his rule
 targets (``target=None``: run ``max_steps``). A zoo model that is already quirky stops at the first
 check: fine-tuning is then a top-up of zero steps. Progress is a tqdm bar.
 
-Two-stage variant (``truthful_steps > 0``, usually with ``train_layers`` = the last block(s)): first
-make the model truthful for both characters, then train only the last layers on the quirky labels,
-the setting of Mallen et al. (a pretrained LM that knows the truth, made quirky by fine-tuning).
-On the tiny models it keeps a truth signal in the recurrent state that the one-stage fine-tune
-partly loses (see docs/recipes/elk.md).
+Two stages by default (``truthful_steps > 0``, ``train_layers`` = the last block): first make the
+model truthful for both characters, then train only the last block on the quirky labels, the
+setting of Mallen et al. (a pretrained LM that knows the truth, made quirky by fine-tuning). On the
+tiny zoo models this beats one full-parameter stage (``truthful_steps=0, train_layers=None``) on
+every measure: fewer CPU-seconds, Bob's rule as well followed, and a truth signal in the residual
+stream and the recurrent state that the one-stage fine-tune partly loses (docs/recipes/elk.md).
 
 Rows are padded on the right (labels ignored there): exact for causal models, since a position
 never sees the ones after it.
@@ -50,7 +51,7 @@ class FinetuneConfig:
     """Hyper-parameters of :func:`finetune`.
 
     Attributes:
-        max_steps: optimiser steps at most.
+        max_steps: optimiser steps at most in the quirky stage (the truthful stage has ``truthful_steps``).
         batch_size: rows per step.
         lr / warmup / weight_decay: AdamW, linear warm-up then cosine decay to ``lr / 10`` over ``max_steps``.
         answer_weight: loss weight of the deciding answer token (classes balanced, see the module doc).
@@ -63,8 +64,8 @@ class FinetuneConfig:
             ``alice_acc`` and ``bob_truth_acc``) (None: never stop early).
         labels: ``"quirky"`` (Alice: the truth, Bob: his rule) or ``"truth"`` (both characters
             truthful: the first stage of ``truthful_steps``).
-        train_layers: block indices to train (negative counts from the end); every other parameter
-            (embeddings, unembedding, other blocks) is frozen. None: train everything.
+        train_layers: block indices the quirky stage trains (negative counts from the end); every other
+            parameter (embeddings, unembedding, other blocks) is frozen. None: train everything.
         truthful_steps: if > 0 (and ``labels="quirky"``), first a *truthful stage* of at most this many
             steps (both characters answer with the truth, every parameter trains, stops when both are
             right ``target`` of the time), then the quirky stage (``train_layers``): a truthful model
@@ -87,10 +88,10 @@ class FinetuneConfig:
     n_train: int = 10000
     eval_n: int = 300
     eval_every: int = 100
-    target: float | None = 0.92
+    target: float | None = 0.93
     labels: str = "quirky"
-    train_layers: tuple[int, ...] | None = None
-    truthful_steps: int = 0
+    train_layers: tuple[int, ...] | None = (-1,)
+    truthful_steps: int = 1000
     threads: int | None = 1
     seed: int = 0
     clip: float = 1.0
@@ -276,6 +277,22 @@ def _train_stage(
         metrics = evaluate_personas(model, eval_items)
         history.append({"step": offset + step, "stage": stage, "loss": round(losses[-1], 4), **metrics})
     return step, losses, {k: v for k, v in metrics.items() if k not in ("step", "stage", "loss")}
+
+
+def parse_train_layers(values: list[str] | None) -> tuple[int, ...] | None:
+    """CLI ``--train-layers`` values (``-1``, ``0,1``, ``all``) -> :attr:`FinetuneConfig.train_layers`.
+
+    Nothing given: the :class:`FinetuneConfig` default (the last block); ``all``: None (every parameter).
+    """
+    if not values:
+        return FinetuneConfig().train_layers
+    words = [x.strip() for v in values for x in v.split(",") if x.strip()]
+    if words == ["all"]:
+        return None
+    try:
+        return tuple(int(x) for x in words)
+    except ValueError:
+        raise ValueError(f"--train-layers takes block indices (e.g. -1 or 0,1) or 'all', got {values}") from None
 
 
 def finetune(

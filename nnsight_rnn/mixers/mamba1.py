@@ -20,6 +20,12 @@ hook_ssm_state_in/_out      [b, D, N]            carried SSM state into / out of
 hook_conv_state_in/_out     [b, D, K]            carried conv window (last K inputs)
 ==========================  ===================  ===========================================
 
+On a CUDA device with mamba-ssm and causal-conv1d installed, a call whose per-position hooks (and
+``hook_ssm_state_in``) are all idle runs the fused upstream kernels instead, as stock HF does on
+GPU, for a fresh prompt or a one-token decode step without padding (:mod:`nnsight_rnn.kernels`);
+the carried-state hooks still fire, with the kernel's values. Anything else (a hook wanted,
+padding, a prompt continuing a carried state) takes the hookable path below.
+
 ``hook_ssm_write`` and ``hook_ssm_state`` cost ``b*L*D*N*4`` bytes each and are computed only
 when something listens (see :meth:`HookPoint.wanted`). Editing ``hook_ssm_state`` at position t
 changes only the output at t; editing ``hook_ssm_write`` at t re-runs the recurrence, changing
@@ -36,6 +42,7 @@ import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
 from ..hooks import HookPoint, select_positions
+from ..kernels import Mamba1Kernels, mamba1_kernels
 from ..scans.selective_scan import readout, selective_scan, state_write
 from .base import HookableMixer, padding_mask
 from .cache_io import read_linear_cache, write_linear_cache
@@ -55,6 +62,8 @@ class HookableMamba1Mixer(HookableMixer):
         self.intermediate_size = config.intermediate_size
         self.time_step_rank = int(config.time_step_rank)
         self.act = ACT2FN[config.hidden_act]
+        self.activation = config.hidden_act
+        self.fusable = config.hidden_act in ("silu", "swish")  # the only activations the fused conv has
         self.has_bc_dt_norm = hasattr(original, "b_layernorm")
 
         # Defined in execution order: iterating hook_points() reads them in the order they fire,
@@ -91,6 +100,11 @@ class HookableMamba1Mixer(HookableMixer):
         }
 
     scan_input_hooks = ("hook_ssm_state_in", "hook_x_act", "hook_dt", "hook_B", "hook_C")
+    # What the fused kernels do not expose: any of these wanted means the hookable path.
+    fused_skips = (
+        "hook_ssm_state_in", "hook_x", "hook_z", "hook_conv", "hook_x_act", "hook_dt", "hook_B", "hook_C",
+        "hook_ssm_write", "hook_ssm_state", "hook_y", "hook_gated",
+    )  # fmt: skip
 
     def recompute_states(self, inputs: dict[str, torch.Tensor], positions: list[int] | None = None) -> torch.Tensor:
         """``hook_ssm_state`` values ``[b, P, d_inner, N]`` from the captured scan inputs."""
@@ -119,6 +133,9 @@ class HookableMamba1Mixer(HookableMixer):
                 "padding would sit between the state and the new tokens. Run unpadded rows, or pad only the prefix."
             )
         device = hidden_states.device
+        kernels = mamba1_kernels(device) if self.fusable else None
+        if kernels is not None and mask is None and (ssm_carried is None or length == 1) and self._skips_idle():
+            return self._fused_forward(kernels, hidden_states, ssm_carried, conv_carried, cache_params)
         if ssm_carried is None:
             ssm_carried = torch.zeros(batch, self.intermediate_size, self.ssm_state_size, device=device)
             conv_carried = torch.zeros(batch, self.intermediate_size, self.conv_kernel_size, device=device, dtype=dtype)
@@ -146,11 +163,7 @@ class HookableMamba1Mixer(HookableMixer):
         if mask is not None:
             u = u * mask[:, :, None].to(u.dtype)
 
-        dt_low, B, C = torch.split(
-            self.x_proj(u), [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1
-        )
-        if self.has_bc_dt_norm:
-            dt_low, B, C = self.dt_layernorm(dt_low), self.b_layernorm(B), self.c_layernorm(C)
+        dt_low, B, C = self._dt_B_C(u)
         dt = F.softplus((dt_low @ self.dt_proj.weight.T).float() + self.dt_proj.bias.float())
         if mask is not None:
             dt = dt * mask[:, :, None]  # dt = 0: the state passes padding untouched
@@ -182,6 +195,68 @@ class HookableMamba1Mixer(HookableMixer):
         if cache_params is not None:
             write_linear_cache(cache_params, self.layer_idx, conv_out, ssm_out)
         return out
+
+    def _skips_idle(self) -> bool:
+        """True if no hook in :attr:`fused_skips` is wanted; then counts their visits (nnsight steps stay aligned)."""
+        hooks = [getattr(self, name) for name in self.fused_skips]
+        if any(hook.wanted() for hook in hooks):
+            return False
+        for hook in hooks:
+            hook.fires()  # not wanted: counts the visit, computes nothing
+        return True
+
+    def _fused_forward(
+        self,
+        kernels: Mamba1Kernels,
+        hidden_states: torch.Tensor,  # [b, L, d_model]
+        ssm_carried: torch.Tensor | None,  # [b, D, N], or None for a fresh prompt
+        conv_carried: torch.Tensor | None,  # [b, D, K]
+        cache_params: Any,
+    ) -> torch.Tensor:
+        """HF's ``cuda_kernels_forward`` with our carried-state hooks: a fresh prompt, or one decode step."""
+        batch, length, _ = hidden_states.shape
+        x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # [b, D, L] each
+        weight = self.conv1d.weight.view(self.intermediate_size, self.conv_kernel_size)
+        A = -torch.exp(self.A_log.float())
+        if ssm_carried is None:  # fresh prompt: zero carried state, the hook still sees it
+            self.hook_ssm_state_in(torch.zeros(batch, self.intermediate_size, self.ssm_state_size, device=x.device))
+            self.hook_conv_state_in(x.new_zeros(batch, self.intermediate_size, self.conv_kernel_size))
+            u = kernels.causal_conv1d_fn(x, weight, self.conv1d.bias, activation=self.activation)
+            dt_low, B, C = self._dt_B_C(u.transpose(1, 2))
+            y, h_last = kernels.selective_scan_fn(
+                u, (dt_low @ self.dt_proj.weight.T).transpose(1, 2), A, B.transpose(1, 2).contiguous(),
+                C.transpose(1, 2).contiguous(), self.D.float(), z, self.dt_proj.bias.float(),
+                delta_softplus=True, return_last_state=True,
+            )  # fmt: skip
+            conv_out = F.pad(x, (self.conv_kernel_size - length, 0)) if length < self.conv_kernel_size else x
+            conv_out = conv_out[..., -self.conv_kernel_size :]
+        else:  # one decode step: the kernels update their state arguments in place, so give them copies
+            self.hook_ssm_state_in(ssm_carried)
+            assert conv_carried is not None
+            window = self.hook_conv_state_in(conv_carried).clone()
+            u = kernels.causal_conv1d_update(x[..., 0], window, weight, self.conv1d.bias, self.activation)
+            dt_low, B, C = self._dt_B_C(u[:, None, :])
+            h_last = ssm_carried.clone()
+            y = kernels.selective_state_update(
+                h_last, u, (dt_low @ self.dt_proj.weight.T)[:, 0], A, B[:, 0], C[:, 0], self.D.float(), z[..., 0],
+                dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+            )[..., None]  # fmt: skip
+            conv_out = window
+        out = self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
+        ssm_out = self.hook_ssm_state_out(h_last)
+        conv_out = self.hook_conv_state_out(conv_out.to(hidden_states.dtype))
+        if cache_params is not None:
+            write_linear_cache(cache_params, self.layer_idx, conv_out, ssm_out)
+        return out
+
+    def _dt_B_C(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x_proj`` split into the low-rank step, B and C (FalconMamba: normed), each ``[b, L, .]``."""
+        dt_low, B, C = torch.split(
+            self.x_proj(u), [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1
+        )
+        if self.has_bc_dt_norm:
+            dt_low, B, C = self.dt_layernorm(dt_low), self.b_layernorm(B), self.c_layernorm(C)
+        return dt_low, B, C
 
 
 def _last_window(carried: torch.Tensor, x_t: torch.Tensor, kernel: int) -> torch.Tensor:
