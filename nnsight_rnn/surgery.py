@@ -42,6 +42,7 @@ def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
     if getattr(model, CARD_ATTR, None) == card.family:
         return model
     validate_card(model, card)
+    forget_nnsight_wrapping(model)
     if card.is_recurrent:
         cls = mixer_class(card.mixer_kind)
         config = model.config
@@ -58,6 +59,28 @@ def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
     setattr(model, CARD_ATTR, card.family)
     name_hook_points(model, card)
     return model
+
+
+def forget_nnsight_wrapping(model: nn.Module) -> int:
+    """Drop the controllers an earlier nnsight wrapper left on ``model``'s modules; return how many.
+
+    nnsight installs a controller into each module's ``__dict__["forward"]`` that runs the forward
+    it saw at wrap time. The surgery swaps classes (RWKV's model and blocks) and mixers, so a model
+    that was wrapped before (a plain ``LanguageModel``, or a deep copy of one) would keep running
+    the stock forwards around our mixers: silently wrong or a crash. Our own wrapper re-installs
+    controllers on the result. A wrapper made earlier over the same modules stops intervening.
+    """
+    try:
+        from nnsight.intervention.source import STATE, Controller
+    except ImportError:  # another nnsight layout: nothing of ours to undo
+        return 0
+    dropped = 0
+    for module in model.modules():
+        if module.__dict__.pop(STATE, None) is not None:
+            if isinstance(module.__dict__.get("forward"), Controller):
+                del module.__dict__["forward"]
+            dropped += 1
+    return dropped
 
 
 def validate_card(model: nn.Module, card: Card) -> None:

@@ -67,3 +67,27 @@ def test_blinkdl_pth_file_loads_directly(tmp_path) -> None:
         logits = model.output.logits.save()
     with torch.no_grad():
         torch.testing.assert_close(logits, ref(ids).logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["rwkv4", "mamba"])
+def test_a_model_wrapped_by_plain_nnsight_before_loads_correctly(family) -> None:
+    """nnsight's controllers from an earlier wrapper (or a deep copy of one) must not keep running the
+    stock forwards around our mixers (RWKV-4 swaps the model's and blocks' classes)."""
+    import copy
+
+    from nnsight.modeling.transformers import TransformersModel
+
+    torch.manual_seed(0)
+    stock = FAMILIES[family]().eval()
+    ids = torch.randint(0, 257, (2, 7))
+    expected = nnsight_rnn.load(copy.deepcopy(stock))._module(input_ids=ids).logits
+
+    plain = TransformersModel(stock, tokenizer=byte_tokenizer(), task="text-generation")
+    with torch.no_grad(), plain.trace(ids):
+        plain.output.save()
+    hooked = nnsight_rnn.load(copy.deepcopy(stock))  # the copy carries the plain wrapper's controllers
+    with torch.no_grad():
+        torch.testing.assert_close(hooked._module(input_ids=ids).logits, expected, atol=1e-6, rtol=1e-6)
+        with hooked.trace(ids):
+            resid = hooked.layers[0].output.save()
+    assert resid.shape == (2, 7, stock.config.hidden_size)

