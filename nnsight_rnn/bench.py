@@ -183,7 +183,8 @@ def _modes(family: str, ref: Any, ids: torch.Tensor) -> dict[str, Callable[[], A
     from nnsight_rnn.tokenizer import byte_tokenizer
 
     hooked = nnsight_rnn.load(copy.deepcopy(ref))
-    plain = TransformersModel(ref, tokenizer=byte_tokenizer(), task="text-generation")
+    # A copy: nnsight instruments the modules it wraps, and `ref` must stay the untouched baseline.
+    plain = TransformersModel(copy.deepcopy(ref), tokenizer=byte_tokenizer(), task="text-generation")
     card = hooked.card
     plain_layers = plain._module.get_submodule(card.modules["layers"])
     plain_env = plain
@@ -216,7 +217,7 @@ def _modes(family: str, ref: Any, ids: torch.Tensor) -> dict[str, Callable[[], A
 
         n = len(hooked.layers)
         layers = sorted({0, n // 3, (2 * n) // 3, n - 1})
-        positions = torch.linspace(0, ids.shape[1] - 1, 16).long().tolist()
+        positions = sorted(set(torch.linspace(0, ids.shape[1] - 1, 16).long().tolist()))  # < 16 if seq < 16
 
         def rnn_states() -> None:
             capture_states(hooked, ids, layers=layers, positions=positions)
