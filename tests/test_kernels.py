@@ -103,18 +103,21 @@ def test_fused_prefill_and_decode_match_the_hookable_path(model):
     assert torch.equal(gen, ref_gen)
 
 
-def test_a_wanted_hook_takes_the_hookable_path_for_its_layer_only(model):
+@pytest.mark.parametrize("name", ["hook_dt", "hook_conv_state_in"])  # per-position / carried-in
+def test_a_wanted_hook_takes_the_hookable_path_for_its_layer_only(model, name):
     ids = torch.randint(0, 257, (1, 7))
     fake = Recording()
     seen = {}
-    hook = model._module.backbone.layers[1].mixer.hook_dt
-    handle = hook.register_forward_hook(lambda m, i, o: seen.setdefault("dt", o.clone()))
+    hook = getattr(model._module.backbone.layers[1].mixer, name)
+    handle = hook.register_forward_hook(lambda m, i, o: seen.setdefault("value", o.clone()))
     try:
         with torch.no_grad(), kernels.use_kernels(mamba1=fake.kernels):
             out = model._module(input_ids=ids).logits
     finally:
         handle.remove()
-    assert seen["dt"].shape == (1, 7, model._module.config.intermediate_size)  # the hook fired ...
+    config = model._module.config
+    shape = (1, 7, config.intermediate_size) if name == "hook_dt" else (1, config.intermediate_size, config.conv_kernel)
+    assert seen["value"].shape == shape  # the hook fired ...
     assert fake.calls["scan"] == len(model.layers) - 1  # ... its layer ran the hookable path, the others fused
     with torch.no_grad(), kernels.use_kernels(mamba1=None):
         torch.testing.assert_close(out, model._module(input_ids=ids).logits, atol=1e-5, rtol=1e-5)

@@ -20,11 +20,11 @@ hook_ssm_state_in/_out      [b, D, N]            carried SSM state into / out of
 hook_conv_state_in/_out     [b, D, K]            carried conv window (last K inputs)
 ==========================  ===================  ===========================================
 
-On a CUDA device with mamba-ssm and causal-conv1d installed, a call whose per-position hooks (and
-``hook_ssm_state_in``) are all idle runs the fused upstream kernels instead, as stock HF does on
-GPU, for a fresh prompt or a one-token decode step without padding (:mod:`nnsight_rnn.kernels`);
-the carried-state hooks still fire, with the kernel's values. Anything else (a hook wanted,
-padding, a prompt continuing a carried state) takes the hookable path below.
+On a CUDA device with mamba-ssm and causal-conv1d installed, a call whose per-position hooks and
+carried-in hooks are all idle runs the fused upstream kernels instead, as stock HF does on GPU, for
+a fresh prompt or a one-token decode step without padding (:mod:`nnsight_rnn.kernels`); the
+carried-out hooks still fire, with the kernels' values. Anything else (a hook wanted, padding, a
+prompt continuing a carried state) takes the hookable path below.
 
 ``hook_ssm_write`` and ``hook_ssm_state`` cost ``b*L*D*N*4`` bytes each and are computed only
 when something listens (see :meth:`HookPoint.wanted`). Editing ``hook_ssm_state`` at position t
@@ -63,7 +63,6 @@ class HookableMamba1Mixer(HookableMixer):
         self.time_step_rank = int(config.time_step_rank)
         self.act = ACT2FN[config.hidden_act]
         self.activation = config.hidden_act
-        self.fusable = config.hidden_act in ("silu", "swish")  # the only activations the fused conv has
         self.has_bc_dt_norm = hasattr(original, "b_layernorm")
 
         # Defined in execution order: iterating hook_points() reads them in the order they fire,
@@ -100,11 +99,12 @@ class HookableMamba1Mixer(HookableMixer):
         }
 
     scan_input_hooks = ("hook_ssm_state_in", "hook_x_act", "hook_dt", "hook_B", "hook_C")
-    # What the fused kernels do not expose: any of these wanted means the hookable path.
+    # What the fused kernels neither expose nor take edits of: any of these wanted means the hookable path.
     fused_skips = (
-        "hook_ssm_state_in", "hook_x", "hook_z", "hook_conv", "hook_x_act", "hook_dt", "hook_B", "hook_C",
-        "hook_ssm_write", "hook_ssm_state", "hook_y", "hook_gated",
+        "hook_ssm_state_in", "hook_conv_state_in", "hook_x", "hook_z", "hook_conv", "hook_x_act", "hook_dt",
+        "hook_B", "hook_C", "hook_ssm_write", "hook_ssm_state", "hook_y", "hook_gated",
     )  # fmt: skip
+    fused_activations = ("silu", "swish")  # the only ones the fused conv has
 
     def recompute_states(self, inputs: dict[str, torch.Tensor], positions: list[int] | None = None) -> torch.Tensor:
         """``hook_ssm_state`` values ``[b, P, d_inner, N]`` from the captured scan inputs."""
@@ -133,7 +133,7 @@ class HookableMamba1Mixer(HookableMixer):
                 "padding would sit between the state and the new tokens. Run unpadded rows, or pad only the prefix."
             )
         device = hidden_states.device
-        kernels = mamba1_kernels(device) if self.fusable else None
+        kernels = mamba1_kernels(device) if self.activation in self.fused_activations else None
         if kernels is not None and mask is None and (ssm_carried is None or length == 1) and self._skips_idle():
             return self._fused_forward(kernels, hidden_states, ssm_carried, conv_carried, cache_params)
         if ssm_carried is None:
@@ -163,8 +163,8 @@ class HookableMamba1Mixer(HookableMixer):
         if mask is not None:
             u = u * mask[:, :, None].to(u.dtype)
 
-        dt_low, B, C = self._dt_B_C(u)
-        dt = F.softplus((dt_low @ self.dt_proj.weight.T).float() + self.dt_proj.bias.float())
+        dt_raw, B, C = self._dt_B_C(u)
+        dt = F.softplus(dt_raw.float() + self.dt_proj.bias.float())
         if mask is not None:
             dt = dt * mask[:, :, None]  # dt = 0: the state passes padding untouched
         dt = self.hook_dt(dt)
@@ -213,35 +213,30 @@ class HookableMamba1Mixer(HookableMixer):
         conv_carried: torch.Tensor | None,  # [b, D, K]
         cache_params: Any,
     ) -> torch.Tensor:
-        """HF's ``cuda_kernels_forward`` with our carried-state hooks: a fresh prompt, or one decode step."""
-        batch, length, _ = hidden_states.shape
+        """HF's ``cuda_kernels_forward`` with our carried-out hooks: a fresh prompt, or one decode step."""
         x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # [b, D, L] each
         weight = self.conv1d.weight.view(self.intermediate_size, self.conv_kernel_size)
         A = -torch.exp(self.A_log.float())
-        if ssm_carried is None:  # fresh prompt: zero carried state, the hook still sees it
-            self.hook_ssm_state_in(torch.zeros(batch, self.intermediate_size, self.ssm_state_size, device=x.device))
-            self.hook_conv_state_in(x.new_zeros(batch, self.intermediate_size, self.conv_kernel_size))
+        # The carried-in hooks are in fused_skips: idle (their visits counted by _skips_idle), not called here.
+        if ssm_carried is None:  # fresh prompt from a zero state
             u = kernels.causal_conv1d_fn(x, weight, self.conv1d.bias, activation=self.activation)
-            dt_low, B, C = self._dt_B_C(u.transpose(1, 2))
+            dt_raw, B, C = self._dt_B_C(u.transpose(1, 2))
             y, h_last = kernels.selective_scan_fn(
-                u, (dt_low @ self.dt_proj.weight.T).transpose(1, 2), A, B.transpose(1, 2).contiguous(),
-                C.transpose(1, 2).contiguous(), self.D.float(), z, self.dt_proj.bias.float(),
-                delta_softplus=True, return_last_state=True,
+                u, dt_raw.transpose(1, 2), A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+                self.D.float(), z, self.dt_proj.bias.float(), delta_softplus=True, return_last_state=True,
             )  # fmt: skip
-            conv_out = F.pad(x, (self.conv_kernel_size - length, 0)) if length < self.conv_kernel_size else x
-            conv_out = conv_out[..., -self.conv_kernel_size :]
+            zero_window = x.new_zeros(x.shape[0], self.intermediate_size, self.conv_kernel_size)
+            conv_out = _last_window(zero_window, x, self.conv_kernel_size)
         else:  # one decode step: the kernels update their state arguments in place, so give them copies
-            self.hook_ssm_state_in(ssm_carried)
             assert conv_carried is not None
-            window = self.hook_conv_state_in(conv_carried).clone()
-            u = kernels.causal_conv1d_update(x[..., 0], window, weight, self.conv1d.bias, self.activation)
-            dt_low, B, C = self._dt_B_C(u[:, None, :])
+            conv_out = conv_carried.clone()
+            u = kernels.causal_conv1d_update(x[..., 0], conv_out, weight, self.conv1d.bias, self.activation)
+            dt_raw, B, C = self._dt_B_C(u[:, None, :])
             h_last = ssm_carried.clone()
             y = kernels.selective_state_update(
-                h_last, u, (dt_low @ self.dt_proj.weight.T)[:, 0], A, B[:, 0], C[:, 0], self.D.float(), z[..., 0],
+                h_last, u, dt_raw[:, 0], A, B[:, 0], C[:, 0], self.D.float(), z[..., 0],
                 dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
             )[..., None]  # fmt: skip
-            conv_out = window
         out = self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
         ssm_out = self.hook_ssm_state_out(h_last)
         conv_out = self.hook_conv_state_out(conv_out.to(hidden_states.dtype))
@@ -250,13 +245,13 @@ class HookableMamba1Mixer(HookableMixer):
         return out
 
     def _dt_B_C(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x_proj`` split into the low-rank step, B and C (FalconMamba: normed), each ``[b, L, .]``."""
+        """The step before its bias and softplus ``[b, L, D]``, B and C ``[b, L, N]`` (FalconMamba: normed)."""
         dt_low, B, C = torch.split(
             self.x_proj(u), [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1
         )
         if self.has_bc_dt_norm:
             dt_low, B, C = self.dt_layernorm(dt_low), self.b_layernorm(B), self.c_layernorm(C)
-        return dt_low, B, C
+        return dt_low @ self.dt_proj.weight.T, B, C
 
 
 def _last_window(carried: torch.Tensor, x_t: torch.Tensor, kernel: int) -> torch.Tensor:
