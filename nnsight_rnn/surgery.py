@@ -61,8 +61,8 @@ def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
     return model
 
 
-def forget_nnsight_wrapping(model: nn.Module) -> int:
-    """Drop the controllers an earlier nnsight wrapper left on ``model``'s modules; return how many.
+def forget_nnsight_wrapping(model: nn.Module) -> None:
+    """Drop the controllers an earlier nnsight wrapper left on ``model``'s modules.
 
     nnsight installs a controller into each module's ``__dict__["forward"]`` that runs the forward
     it saw at wrap time. The surgery swaps classes (RWKV's model and blocks) and mixers, so a model
@@ -73,14 +73,10 @@ def forget_nnsight_wrapping(model: nn.Module) -> int:
     try:
         from nnsight.intervention.source import STATE, Controller
     except ImportError:  # another nnsight layout: nothing of ours to undo
-        return 0
-    dropped = 0
+        return
     for module in model.modules():
-        if module.__dict__.pop(STATE, None) is not None:
-            if isinstance(module.__dict__.get("forward"), Controller):
-                del module.__dict__["forward"]
-            dropped += 1
-    return dropped
+        if module.__dict__.pop(STATE, None) is not None and isinstance(module.__dict__.get("forward"), Controller):
+            del module.__dict__["forward"]
 
 
 def validate_card(model: nn.Module, card: Card) -> None:
