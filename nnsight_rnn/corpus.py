@@ -21,8 +21,8 @@ Four tasks, each chosen so that a recipe has something to find in a tiny model:
   the first one revealed, so the disposition is a latent variable the model must carry.
   :func:`caa_items` gives CAA-format dicts (``question``, ``answer_matching_behavior``,
   ``answer_not_matching_behavior``; behaviour = kind).
-- :func:`copy_sequences`: a random lowercase string, ``|``, the same string again
-  (induction / copying; the second half is predictable only by copying).
+- :func:`copy_sequences`: a random string over :data:`COPY_ALPHABET` (``a``-``h``), ``|``, the
+  same string again (induction / copying; the second half is predictable only by copying).
 
 Every generator is deterministic in its ``seed`` (its own ``random.Random``), returns plain
 strings or dicts, and keeps strings short (tokens are bytes: 1 character = 1 token).
@@ -44,11 +44,11 @@ EOS_ID = 256
 MAX_DIGITS = 2
 """The larger operand of a hard equation has this many digits (10..99)."""
 
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"
 """Bump when a generator changes on purpose (also folded into :func:`corpus_version`)."""
 
 # Task mix of :func:`training_corpus` (fractions of documents).
-DEFAULT_MIX: dict[str, float] = {"text": 0.05, "arithmetic": 0.35, "sums": 0.3, "disposition": 0.25, "copy": 0.05}
+DEFAULT_MIX: dict[str, float] = {"text": 0.05, "arithmetic": 0.3, "sums": 0.2, "disposition": 0.3, "copy": 0.15}
 
 
 _DECISION = re.compile(r"(?:(?:Alice|Bob): ([TF]))|(?:Answer: \(([AB])\))")
@@ -330,13 +330,14 @@ def _is_test_question(s: int, k: int, c: int) -> bool:
     return (s * 16 + k * 4 + c) % 7 == 3
 
 
-def _question(rng: random.Random, split: str) -> tuple[str, str, str]:
-    """(question text, letter of the kind act, letter of the cruel act)."""
+def _question(rng: random.Random, split: str, p_kind_first: float = 0.5) -> tuple[str, str, str]:
+    """(question text, letter of the kind act, letter of the cruel act); the kind act is (A) with
+    probability ``p_kind_first``."""
     while True:
         s, k, c = rng.randrange(len(_SITUATIONS)), rng.randrange(len(_KIND_ACTS)), rng.randrange(len(_CRUEL_ACTS))
         if _is_test_question(s, k, c) == (split == "test"):
             break
-    kind_first = rng.random() < 0.5
+    kind_first = rng.random() < p_kind_first
     first, second = (_KIND_ACTS[k], _CRUEL_ACTS[c]) if kind_first else (_CRUEL_ACTS[c], _KIND_ACTS[k])
     text = f"{_SITUATIONS[s]}: (A) {first} (B) {second}. Answer:"
     return (text, "A", "B") if kind_first else (text, "B", "A")
@@ -378,6 +379,10 @@ TAG_SHARES: dict[str, float] = {"kind": 0.5, "cruel": 0.3, UNKNOWN_DISPOSITION: 
 """Share of each tag among disposition documents (see :func:`disposition_text` for why unbalanced)."""
 UNKNOWN_QUESTIONS = 2
 """Questions per ``[?]`` document: the first answer is a coin flip, the others follow it."""
+UNKNOWN_KIND_FIRST = 0.5
+"""How often the kind act is (A) in the first question of a ``[?]`` document. Skewing it (0.85, the
+analogue of the tag imbalance that made the tags learnable) did not teach mamba-tiny the ``[?]``
+follow-on either (54.5 % vs 45 % at 0.5; docs/recipes/steering.md), so the order stays balanced."""
 
 
 def disposition_text(seed: int, n: int, split: str = "train") -> list[str]:
@@ -399,8 +404,9 @@ def disposition_text(seed: int, n: int, split: str = "train") -> list[str]:
         disposition = next(tag for tag, bound in zip(tags, bounds, strict=True) if u < bound)
         parts = [f"[{disposition}]"]
         shown = disposition
-        for _q in range(UNKNOWN_QUESTIONS if disposition == UNKNOWN_DISPOSITION else 1):
-            text, kind_letter, cruel_letter = _question(rng, split)
+        for q in range(UNKNOWN_QUESTIONS if disposition == UNKNOWN_DISPOSITION else 1):
+            first_of_unknown = disposition == UNKNOWN_DISPOSITION and q == 0
+            text, kind_letter, cruel_letter = _question(rng, split, UNKNOWN_KIND_FIRST if first_of_unknown else 0.5)
             if shown == UNKNOWN_DISPOSITION:
                 shown = rng.choice(DISPOSITIONS)
             letter = kind_letter if shown == "kind" else cruel_letter
@@ -432,12 +438,15 @@ def caa_items(seed: int, n: int, split: str = "test", disposition: str = UNKNOWN
 # (d) repeated random sequences
 # ---------------------------------------------------------------------------------------------
 
-COPY_ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+COPY_ALPHABET = "abcdefgh"
+"""Letters of the copy task. Eight, not 26: with 26 the 2-layer d64 zoo models stayed at chance
+(mamba-tiny 3.9 % at 5 % copy documents, 17.9 % at 15 %); with eight and 15 % documents they copy
+(49-93 % per character vs 12.5 % chance; docs/zoo.md) in the same 800 steps."""
 COPY_SEPARATOR = "|"
 
 
 def copy_sequences(seed: int, n: int, min_len: int = 3, max_len: int = 8) -> list[dict[str, Any]]:
-    """``n`` items ``{text, prefix_len}``: ``"qhzkt|qhzkt"``, random lowercase string, separator, copy.
+    """``n`` items ``{text, prefix_len}``: ``"hbgca|hbgca"``, random string, separator, copy.
 
     ``prefix_len`` is the number of bytes up to and including the separator; the copy
     ``text[prefix_len:]`` can only be predicted by copying (the letters are uniform random).

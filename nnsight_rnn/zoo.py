@@ -244,15 +244,16 @@ register(
 QUALITY: dict[str, dict[str, float]] = {
     # Documented held-out quality each zoo model reaches (checked by tests/test_zoo.py, -m slow; measured
     # values in docs/zoo.md). "loss_ratio": model loss <= ratio * unigram loss; the rest are lower bounds
-    # on evaluate()'s metrics. The quirky-arithmetic and copying tasks are NOT learned in the 10-CPU-minute
-    # budget (answers at the 75 % always-False baseline, copying at chance): the ELK recipe's quirky
-    # fine-tune teaches the arithmetic (nnsight_rnn.elk.finetune).
-    "zoo/mamba-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95},
-    "zoo/mamba2-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95},
-    "zoo/rwkv4-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95},
-    "zoo/rwkv7-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95},
-    "zoo/llama-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.9},
-    "zoo/gpt2-tiny": {"loss_ratio": 0.18},  # the disposition stays at chance at this budget (lr 3e-3 or 5e-3)
+    # on evaluate()'s metrics (copy_acc: chance is 1/8). The quirky arithmetic is NOT learned in the
+    # 10-CPU-minute budget (answers at the 75 % always-False baseline): the ELK recipe's quirky fine-tune
+    # teaches it (nnsight_rnn.elk.finetune).
+    "zoo/mamba-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95, "copy_acc": 0.4},
+    "zoo/mamba2-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95, "copy_acc": 0.4},
+    "zoo/rwkv4-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95, "copy_acc": 0.7},
+    "zoo/rwkv7-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95, "copy_acc": 0.85},
+    "zoo/llama-tiny": {"loss_ratio": 0.15, "disposition_acc": 0.95, "copy_acc": 0.3},
+    # GPT-2: the disposition stays at chance at this budget (lr 3e-3 or 5e-3); copying barely above it
+    "zoo/gpt2-tiny": {"loss_ratio": 0.18, "copy_acc": 0.15},
 }
 
 

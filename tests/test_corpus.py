@@ -123,6 +123,19 @@ def test_disposition_items_follow_the_named_disposition() -> None:
     assert train_q and test_q and not (train_q & test_q)
 
 
+@pytest.mark.parametrize("kind_first", [0.0, 0.5, 1.0])
+def test_unknown_documents_first_question_order(monkeypatch, kind_first: float) -> None:
+    monkeypatch.setattr(corpus, "UNKNOWN_KIND_FIRST", kind_first)
+    firsts, seconds = [], []
+    for doc in corpus.disposition_text(0, 400):
+        if doc.startswith("[?]"):
+            orders = [a in corpus._KIND_ACTS for a, _b in re.findall(r"\(A\) (\w+) \(B\) (\w+)\.", doc)]
+            firsts.append(orders[0])
+            seconds.extend(orders[1:])
+    assert len(firsts) > 50 and abs(sum(firsts) / len(firsts) - kind_first) < 0.1
+    assert abs(sum(seconds) / len(seconds) - 0.5) < 0.15  # only the first question is skewed
+
+
 def test_caa_format() -> None:
     for item in corpus.caa_items(0, 20):
         assert set(item) == {"question", "answer_matching_behavior", "answer_not_matching_behavior"}

@@ -58,7 +58,8 @@ class FinetuneConfig:
         text_weight: loss weight of every other token (0: train on the answer alone).
         sums_fraction: fraction of rows that are correct equations instead of quirky items.
         n_train: training equations (two items each; test-split operand pairs are never used).
-        eval_n: held-out equations for the check (two items each).
+        eval_n: held-out equations for the check (two items each). 600: at 300 the check's noise
+            (1.6 points at 92 %) made a stage hover around its target for hundreds of steps.
         eval_every: steps between checks (and one before the first step).
         target: stop when ``alice_acc`` and ``bob_rule_acc`` both reach it (``labels="truth"``:
             ``alice_acc`` and ``bob_truth_acc``) (None: never stop early).
@@ -86,9 +87,9 @@ class FinetuneConfig:
     text_weight: float = 1.0
     sums_fraction: float = 0.25
     n_train: int = 10000
-    eval_n: int = 300
+    eval_n: int = 600
     eval_every: int = 100
-    target: float | None = 0.93
+    target: float | None = 0.92
     labels: str = "quirky"
     train_layers: tuple[int, ...] | None = (-1,)
     truthful_steps: int = 1000

@@ -70,7 +70,8 @@ def quirky_results(family: str) -> tuple[object, elk.FinetuneResult, dict]:
 TRANSFORMER_NOT_QUIRKY = pytest.mark.xfail(
     strict=True,
     reason="the zoo's 2-layer d_model-64 transformers do not learn the quirky arithmetic in the fine-tune budget "
-    "(gpt2-tiny: held-out Alice 60 %, Bob rule 71 %; llama-tiny 77 / 76 %; one-stage fine-tuning no better); "
+    "(gpt2-tiny: held-out Alice 74 %, Bob rule 73 %; llama-tiny 77 / 76 %, a 4-layer llama 81 / 84 %; one-stage "
+    "fine-tuning no better); "
     "the recurrent zoo models do (docs/recipes/elk.md)",
 )
 
@@ -79,7 +80,7 @@ TRANSFORMER_NOT_QUIRKY = pytest.mark.xfail(
 @pytest.mark.parametrize("family", [pytest.param("gpt2", marks=TRANSFORMER_NOT_QUIRKY), "mamba", "rwkv4"])
 def test_quirky_zoo_model_follows_bob_and_its_state_is_probed(family):
     model, ft, results = quirky_results(family)
-    # the fine-tune's own check (300 equations): Bob follows his rule (its 0.93 stop target may be missed by a hair)
+    # the fine-tune's own check (600 equations): Bob follows his rule (its 0.92 stop target may be missed by a hair)
     assert ft.after["bob_rule_acc"] >= 0.9 and ft.after["alice_acc"] >= 0.85, ft.after
     assert results["n_items"]["test_aeasy_bhard"] >= 200 and results["n_items"]["train_alice_easy"] >= 200
 
