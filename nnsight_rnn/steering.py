@@ -120,11 +120,18 @@ def disposition_dataset(split: str, n: int, seed: int = 0) -> list[Item]:
     """The zoo's A/B disposition task as CAA items (behaviour = the kind act; prompts tagged ``[?]``).
 
     ``split`` ``"train"`` / ``"test"`` have disjoint questions (:func:`nnsight_rnn.corpus.caa_items`).
-    Under ``[?]`` a zoo model answers about 50 / 50, so steering can move it either way.
+    Under ``[?]`` a zoo model answers about 50 / 50, so steering can move it either way. Balanced
+    like Rimsky et al.'s sets: the matching answer alternates ``(A)``, ``(B)``, ``(A)``, ... (first
+    ``ceil(n / 2)`` kind-first and ``floor(n / 2)`` kind-second questions of the generator's stream),
+    so the letter itself cancels exactly in a mean difference.
     """
     from .corpus import caa_items
 
-    return caa_items(seed, n, split)
+    pool = caa_items(seed, 4 * n + 8, split)
+    by_letter = {
+        letter: [item for item in pool if item["answer_matching_behavior"] == f" ({letter})"] for letter in "AB"
+    }
+    return [by_letter["AB"[i % 2]][i // 2] for i in range(n)]
 
 
 _PAREN_LETTER = re.compile(r"\((?P<letter>[A-Za-z])(?:\)|$)")

@@ -64,6 +64,9 @@ def test_items_load_save_hash_and_errors(tmp_path):
     assert S.disposition_dataset("train", 8) == items  # deterministic
     test_questions = {i["question"] for i in S.disposition_dataset("test", 64)}
     assert not test_questions & {i["question"] for i in S.disposition_dataset("train", 64)}
+    # balanced as CAA sets are: the matching letter alternates, so it cancels in a mean difference
+    letters = [i["answer_matching_behavior"] for i in S.disposition_dataset("train", 9)]
+    assert letters == [" (A)", " (B)"] * 4 + [" (A)"]
 
     path.write_text(json.dumps([{"question": "q", "answer_matching_behavior": "(A)"}]))
     with pytest.raises(S.SteeringDataError, match=r"lacks \['answer_not_matching_behavior'\]"):
