@@ -10,7 +10,10 @@ regression, LDA, difference of means, CCS) trained on Alice's items with the tru
 their AUROC for Alice -> Alice and Alice-easy -> Bob-hard, against the truth and against Bob's
 labels; the best and the earliest informative layer (first with AUROC - 0.5 >= 0.95 (max - 0.5)).
 
-    python recipes/elk_probing.py --model zoo/gpt2-tiny --model zoo/mamba-tiny --model zoo/rwkv4-tiny --out out/elk
+    python recipes/elk_probing.py --model zoo/mamba-tiny --model zoo/rwkv4-tiny --out out/elk
+    python recipes/elk_probing.py --model zoo/llama-tiny --truthful-steps 4000 --out out/elk-llama
+
+(the zoo's transformer learns the addition only with the longer truthful stage, docs/recipes/elk.md).
 
 Writes to ``--out``: ``elk_probing.json`` (every number), ``elk_probing.png`` (best Alice-easy ->
 Bob-hard AUROC per site and model), ``<model>/elk_probing.png`` (AUROC per layer, one panel per

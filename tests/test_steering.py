@@ -247,8 +247,23 @@ def test_vectors_save_load_and_refusal(tmp_path):
 # per-item shift) are printed by these tests (pytest -s) and recorded in docs/recipes/steering.md.
 
 
+# Where the zoo's tiny models miss the bar (issue 7, blocked): strict, so that a rebuilt zoo that meets it fails
+# here and the docs get updated. Why they miss it: docs/recipes/steering.md ("Results on the zoo").
+NOT_STEERABLE = pytest.mark.xfail(
+    strict=True,
+    reason="the tiny zoo model does not store the disposition it shows in an answer (follow-on 45-55 %), so the "
+    "letter contrast is no steerable direction in it; measured curves in docs/recipes/steering.md",
+)
+
+
+def _params(families: tuple[str, ...], not_steerable: set[str]) -> list[Any]:
+    return [pytest.param(f, marks=NOT_STEERABLE) if f in not_steerable else f for f in families]
+
+
 @pytest.mark.slow  # trained zoo models; see the module docstring
-@pytest.mark.parametrize("family", ["llama", "mamba", "mamba2", "rwkv4", "rwkv7"])
+@pytest.mark.parametrize(
+    "family", _params(("llama", "mamba", "mamba2", "rwkv4", "rwkv7"), {"mamba2", "rwkv4", "rwkv7"})
+)
 def test_residual_caa_monotonic_at_best_layer(family):
     model = zoo_model(family)
     train, test = data(model)
@@ -263,7 +278,7 @@ def test_residual_caa_monotonic_at_best_layer(family):
 
 
 @pytest.mark.slow  # trained zoo models; see the module docstring
-@pytest.mark.parametrize("family", ["mamba", "mamba2", "rwkv4", "rwkv7"])
+@pytest.mark.parametrize("family", _params(("mamba", "mamba2", "rwkv4", "rwkv7"), {"mamba", "mamba2", "rwkv7"}))
 def test_state_steering_shifts_p_matching(family):
     model = zoo_model(family)
     train, test = data(model)
