@@ -327,6 +327,18 @@ def test_finetune_last_layers_only_and_two_stages():
         (0, "start"), (2, "truthful stage"), (4, "truthful stage"), (6, "quirky fine-tuning"), (7, "quirky fine-tuning")
     ]  # fmt: skip
     assert "bob_truth_acc" in result.history[2] and result.to_json()["config"]["truthful_steps"] == 4
+    assert result.shortfall() is None  # no target, no shortfall
+
+
+def test_finetune_shortfall_names_the_stage_and_the_setting_to_raise():
+    model = nnsight_rnn.load(mamba())
+    small = {"eval_every": 2, "eval_n": 20, "n_train": 100, "target": 0.99, "progress": False}
+    early = elk.finetune(model, truthful_steps=2, max_steps=2, **small)  # a random model learns nothing in 2 steps
+    assert not early.passed and early.history[1]["stage"] == "truthful stage"
+    assert "truthful stage ended at its cap of 2 steps" in early.shortfall() and "--truthful-steps" in early.shortfall()
+    assert early.to_json()["shortfall"] == early.shortfall()
+    late = elk.finetune(model, truthful_steps=0, max_steps=2, **small)
+    assert "quirky stage ended at its cap of 2 steps" in late.shortfall() and "max_steps" in late.shortfall()
 
 
 def test_two_stage_fine_tuning_is_the_default_and_the_cli_can_say_otherwise():

@@ -123,10 +123,30 @@ class FinetuneResult:
     wall_s: float
     cpu_s: float
 
+    def shortfall(self) -> str | None:
+        """Why the fine-tune missed its target and which setting to raise; None if it passed (or had no target).
+
+        The truthful stage comes first: if it ended at its cap below the target, the model never learned
+        the addition and more quirky steps will not help (the zoo's Llama: ``truthful_steps=4000``).
+        """
+        cfg = self.config
+        if self.passed or cfg.target is None or self.steps == 0:
+            return None
+        truthful = [h for h in self.history if h["stage"] == TRUTHFUL_STAGE]
+        if truthful and not _passes(truthful[-1], cfg.target, "truth"):
+            h = truthful[-1]
+            return (f"the truthful stage ended at its cap of {cfg.truthful_steps} steps with Alice {h['alice_acc']:.3f}, "
+                    f"Bob {h['bob_truth_acc']:.3f} (target {cfg.target}): the model had not learned the addition "
+                    "before the quirky stage; raise truthful_steps (--truthful-steps; the zoo's Llama needs 4000)")  # fmt: skip
+        a = self.after
+        return (f"the quirky stage ended at its cap of {cfg.max_steps} steps with Alice {a['alice_acc']:.3f}, Bob rule "
+                f"{a['bob_rule_acc']:.3f} (target {cfg.target}); raise max_steps (--finetune-steps / --max-steps)")  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
         return {
             "steps": self.steps,
             "passed": self.passed,
+            "shortfall": self.shortfall(),
             "before": self.before,
             "after": self.after,
             "history": self.history,
@@ -135,6 +155,9 @@ class FinetuneResult:
             "wall_s": round(self.wall_s, 2),
             "cpu_s": round(self.cpu_s, 2),
         }
+
+
+TRUTHFUL_STAGE = "truthful stage"  # the stage name in FinetuneResult.history
 
 
 def _as_hooked(model: Any) -> Any:
@@ -333,7 +356,7 @@ def _finetune(model: Any, cfg: FinetuneConfig, progress: bool) -> FinetuneResult
     if not _passes(before, cfg.target, cfg.labels) and cfg.max_steps > 0:
         if cfg.truthful_steps > 0 and cfg.labels == "quirky":
             truthful = replace(cfg, labels="truth", train_layers=None, max_steps=cfg.truthful_steps, truthful_steps=0)
-            n, stage_losses, metrics = _train_stage(model, truthful, eval_items, history, progress, "truthful stage")
+            n, stage_losses, metrics = _train_stage(model, truthful, eval_items, history, progress, TRUTHFUL_STAGE)
             steps += n
             losses += stage_losses
         n, stage_losses, metrics = _train_stage(model, cfg, eval_items, history, progress, f"{cfg.labels} fine-tuning")
