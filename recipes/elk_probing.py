@@ -11,9 +11,11 @@ their AUROC for Alice -> Alice and Alice-easy -> Bob-hard, against the truth and
 labels; the best and the earliest informative layer (first with AUROC - 0.5 >= 0.95 (max - 0.5)).
 
     python recipes/elk_probing.py --model zoo/mamba-tiny --model zoo/rwkv4-tiny --out out/elk
-    python recipes/elk_probing.py --model zoo/llama-tiny --truthful-steps 4000 --out out/elk-llama
+    python recipes/elk_probing.py --model zoo/llama-tiny --adapter-block --truthful-steps 4000 --out out/elk-llama
 
-(the zoo's transformer learns the addition only with the longer truthful stage, docs/recipes/elk.md).
+(``--adapter-block``: the quirky stage trains a block appended to the truthful model, the paper's
+setting; the zoo's transformer learns the addition only with the longer truthful stage;
+docs/recipes/elk.md).
 
 Writes to ``--out``: ``elk_probing.json`` (every number), ``elk_probing.png`` (best Alice-easy ->
 Bob-hard AUROC per site and model), ``<model>/elk_probing.png`` (AUROC per layer, one panel per
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--truthful-steps", type=int, default=FINETUNE.truthful_steps,
                         help="two-stage fine-tuning: first make both characters truthful (at most this many "
                         "steps), then train --train-layers on the quirky labels (0: one stage)")  # fmt: skip
+    parser.add_argument("--adapter-block", action=argparse.BooleanOptionalAction, default=FINETUNE.adapter_block,
+                        help="the quirky stage trains a new block appended to the truthful model (the paper's "
+                        "setting; docs/recipes/elk.md)")  # fmt: skip
     parser.add_argument("--train-layers", nargs="+",
                         help="blocks the quirky stage trains (e.g. -1 or 0,1; 'all': every parameter; default: -1)")  # fmt: skip
     parser.add_argument("--n-train", type=int, default=1000, help="training equations for the probes (2 items each)")
@@ -95,7 +100,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         train_layers = elk.parse_train_layers(args.train_layers)
         result = elk.finetune(model, max_steps=args.finetune_steps, target=target, lr=args.finetune_lr,
                               seed=args.seed, truthful_steps=args.truthful_steps, train_layers=train_layers,
-                              progress=not args.no_progress)  # fmt: skip
+                              adapter_block=args.adapter_block, progress=not args.no_progress)  # fmt: skip
+        model = result.model  # with --adapter-block: the grown copy
         record["finetune"] = result.to_json()
         if result.steps > 0:
             folder = os.path.join(args.out, "models", slug(name))

@@ -21,9 +21,11 @@ from nnsight_rnn.artifacts import ArtifactMismatchError
 from nnsight_rnn.elk import probes as P
 from nnsight_rnn.elk.__main__ import main as elk_main
 from nnsight_rnn.elk.activations import QuirkyTokenizationError, length_batches
+from nnsight_rnn.elk.adapter import RESIDUAL_WRITERS, grow
 from nnsight_rnn.elk.data import QuirkyDataError
 from nnsight_rnn.tokenizer import byte_tokenizer
 
+from . import families
 from .families import gpt2, mamba, rwkv4
 
 RANDOM = {"mamba": mamba, "rwkv4": rwkv4, "gpt2": gpt2}
@@ -330,6 +332,44 @@ def test_finetune_last_layers_only_and_two_stages():
     assert result.shortfall() is None  # no target, no shortfall
 
 
+@pytest.mark.parametrize("family", sorted(RESIDUAL_WRITERS))
+def test_grow_appends_an_identity_block(family):
+    model = nnsight_rnn.load(getattr(families, family)(), tokenizer=byte_tokenizer())
+    grown = grow(model)
+    assert len(grown.layers) == len(model.layers) + 1 and grown.card.family == family
+    ids = torch.tensor([[3, 17, 42, 99, 7, 250, 1, 64]])
+    with torch.no_grad():
+        before, after = model._module(input_ids=ids).logits, grown._module(input_ids=ids).logits
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)  # the new block adds exactly zero
+    new, last = grown.layers[-1]._module, model.layers[-1]._module
+    writers = {f"{w}.weight" for w in RESIDUAL_WRITERS[family]}
+    original = dict(last.named_parameters())
+    for name, p in new.named_parameters():  # a copy of the last block whose residual writers are zero
+        assert torch.equal(p, torch.zeros_like(p) if name in writers else original[name]), name
+    assert len(model.layers) == len(model._module.get_submodule(model.card.modules["layers"]))  # original untouched
+
+
+def test_grow_refuses_a_family_it_does_not_know():
+    model = nnsight_rnn.load(families.rwkv7())
+    with pytest.raises(ValueError, match=r"cannot grow a 'rwkv7' model.*RESIDUAL_WRITERS"):
+        grow(model)
+
+
+def test_finetune_with_an_adapter_block_trains_only_the_new_block():
+    model = nnsight_rnn.load(mamba())  # 3 layers
+    before = {k: v.clone() for k, v in model._module.state_dict().items()}
+    small = {"eval_every": 2, "eval_n": 20, "n_train": 100, "target": None, "progress": False}
+    result = elk.finetune(model, truthful_steps=2, max_steps=2, adapter_block=True, **small)
+    grown = result.model
+    assert grown is not model and len(grown.layers) == 4 and len(model.layers) == 3
+    after = grown._module.state_dict()
+    truthful = {k for k, v in model._module.state_dict().items() if not torch.equal(before[k], v)}
+    assert truthful  # the truthful stage trained the original model in place ...
+    for k, v in model._module.state_dict().items():  # ... and the quirky stage left it as it was
+        assert torch.equal(after[k], v), k
+    assert after["backbone.layers.3.mixer.out_proj.weight"].abs().sum() > 0  # the new block learned
+
+
 def test_finetune_shortfall_names_the_stage_and_the_setting_to_raise():
     model = nnsight_rnn.load(mamba())
     small = {"eval_every": 2, "eval_n": 20, "n_train": 100, "target": 0.99, "progress": False}
@@ -389,12 +429,15 @@ def test_finetune_and_evaluate_cli(tmp_path, capsys):
     out = tmp_path / "ft"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "nnsight_rnn.elk", "finetune", "--model", str(src), "--out", str(out),
-           "--max-steps", "3", "--truthful-steps", "2", "--target", "0", "--eval-every", "2", "--no-progress"]  # fmt: skip
+           "--max-steps", "3", "--truthful-steps", "2", "--target", "0", "--eval-every", "2", "--adapter-block",
+           "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "5 steps" in proc.stdout and (out / "elk_finetune.json").exists()  # 2 truthful + 3 quirky
     record = json.loads((out / "elk_finetune.json").read_text())
     assert record["config"]["train_layers"] == [-1] and record["config"]["truthful_steps"] == 2
+    assert record["config"]["adapter_block"] and len(nnsight_rnn.load(str(out)).layers) == len(
+        nnsight_rnn.load(str(src)).layers) + 1  # the saved model is the grown one  # fmt: skip
     assert elk_main(["evaluate", "--model", str(out), "--n", "10"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_items"] == 20 and 0 <= report["bob_rule_acc"] <= 1

@@ -37,7 +37,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          target=None if args.target <= 0 else args.target, eval_every=args.eval_every,
                          sums_fraction=args.sums_fraction, answer_weight=args.answer_weight,
-                         truthful_steps=args.truthful_steps, train_layers=train_layers)  # fmt: skip
+                         truthful_steps=args.truthful_steps, train_layers=train_layers,
+                         adapter_block=args.adapter_block)  # fmt: skip
     result = finetune(args.model, cfg, progress=not args.no_progress)
     save_finetuned(result, args.out, source=args.model)
     b, a = result.before, result.after
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss weight of the deciding answer token")  # fmt: skip
     p.add_argument("--truthful-steps", type=int, default=default.truthful_steps,
                    help="first make both characters truthful for at most this many steps (0: one stage)")  # fmt: skip
+    p.add_argument("--adapter-block", action=argparse.BooleanOptionalAction, default=default.adapter_block,
+                   help="the quirky stage trains a new block appended to the truthful model")  # fmt: skip
     p.add_argument("--train-layers", nargs="+",
                    help="blocks the quirky stage trains (e.g. -1 or 0,1; 'all': every parameter; default: -1)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)

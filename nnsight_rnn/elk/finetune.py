@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from .. import corpus
 from .activations import encode_items
+from .adapter import grow
 from .behaviour import evaluate_personas
 from .data import make_items
 
@@ -72,6 +73,10 @@ class FinetuneConfig:
             right ``target`` of the time), then the quirky stage (``train_layers``): a truthful model
             made quirky by a fine-tune of its last layers, as in Mallen et al. (pretrained LMs made quirky
             by LoRA fine-tuning). Steps, losses and the history cover both stages.
+        adapter_block: the quirky stage first appends a block that starts as the identity
+            (:func:`nnsight_rnn.elk.adapter.grow`) and ``train_layers`` count in the grown model, so the
+            default trains the new block alone and the truthful model below it stays intact (the paper's
+            setting made explicit; docs/recipes/elk.md). The result's ``model`` is then the grown copy.
         seed: data order, initial state of the RNG.
         threads: torch threads while training (tiny models train fastest on one, and one thread
             makes the run reproducible); None: leave ``torch.get_num_threads()`` as it is.
@@ -93,6 +98,7 @@ class FinetuneConfig:
     labels: str = "quirky"
     train_layers: tuple[int, ...] | None = (-1,)
     truthful_steps: int = 1000
+    adapter_block: bool = False
     threads: int | None = 1
     seed: int = 0
     clip: float = 1.0
@@ -103,7 +109,8 @@ class FinetuneResult:
     """What :func:`finetune` did.
 
     Attributes:
-        model: the fine-tuned model (the same object that was passed, trained in place; eval mode).
+        model: the fine-tuned model (the object that was passed, trained in place; with ``adapter_block``
+            a grown copy holding one more block); eval mode.
         steps: steps taken (0 if the model already met the target).
         before / after: held-out persona metrics before the first and after the last step.
         history: ``[{"step", "loss", **metrics}]`` at every check.
@@ -175,6 +182,20 @@ def _bob_metric(labels: str) -> str:
 
 def _passes(metrics: dict[str, float], target: float | None, labels: str = "quirky") -> bool:
     return target is not None and metrics["alice_acc"] >= target and metrics[_bob_metric(labels)] >= target
+
+
+@contextlib.contextmanager
+def _only_these_learn(module: torch.nn.Module, params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Every other parameter stops requiring grad for the stage (no backward through frozen blocks)."""
+    keep = {id(p) for p in params}
+    frozen = [p for p in module.parameters() if p.requires_grad and id(p) not in keep]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 @contextlib.contextmanager
@@ -269,7 +290,7 @@ def _train_stage(
     bar = tqdm(range(cfg.max_steps), desc=stage, unit="step", disable=not progress, leave=False)
     module.train()
     try:
-        with _fast_training(model), torch.enable_grad():
+        with _fast_training(model), _only_these_learn(module, params), torch.enable_grad():
             for step in bar:
                 for group in opt.param_groups:
                     group["lr"] = _lr(cfg, step)
@@ -359,6 +380,8 @@ def _finetune(model: Any, cfg: FinetuneConfig, progress: bool) -> FinetuneResult
             n, stage_losses, metrics = _train_stage(model, truthful, eval_items, history, progress, TRUTHFUL_STAGE)
             steps += n
             losses += stage_losses
+        if cfg.adapter_block and cfg.labels == "quirky":
+            model = grow(model)
         n, stage_losses, metrics = _train_stage(model, cfg, eval_items, history, progress, f"{cfg.labels} fine-tuning")
         steps += n
         losses += stage_losses

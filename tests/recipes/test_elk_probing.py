@@ -1,7 +1,8 @@
 """ELK on quirky models (issue 8): the zoo's tiny models, quirky-fine-tuned, keep the truth where they answer as Bob.
 
 - On a transformer, a Mamba and an RWKV-4 from the zoo (built on first use, then cached), after the
-  quirky top-up (:func:`nnsight_rnn.elk.finetune`, which stops at once if the model already passes):
+  quirky top-up (:func:`nnsight_rnn.elk.finetune` with an adapter block, the paper's setting; it stops at once
+  if the model already passes):
   the model's own answers in Bob contexts follow Bob's rule >= 90 % of the time on held-out
   equations, while a probe trained on Alice's easy items reaches AUROC >= 0.9 against the truth on
   Bob's hard items at its best residual layer. On Mamba and RWKV the same probing on the carried
@@ -35,10 +36,13 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 # The transformer is llama-tiny, as in the steering tests: gpt2-tiny does not learn the quirky arithmetic in budget
 # (Alice 86 %, Bob rule 87 % after 8000 steps, docs/recipes/elk.md).
 ZOO = {"llama": "zoo/llama-tiny", "mamba": "zoo/mamba-tiny", "rwkv4": "zoo/rwkv4-tiny"}
-# Fine-tune settings that differ from the default, per family (a table, not a rule): llama-tiny learns the
-# addition only with a longer truthful stage (Alice 77 % under the default cap of 1000 steps). The default stays
-# at 1000 because the 5-CPU-minute recipe runs on Mamba (with 4000: 340 CPU-s, docs/recipes/elk.md).
-FINETUNE = {"llama": {"truthful_steps": 4000}}
+# Fine-tune settings, per family (a table, not a rule). The paper's setting: a truthful model made quirky by a
+# late fine-tune that leaves the truth below it, here an adapter block (FinetuneConfig.adapter_block; with the
+# default, retraining the last block, the residual probe reaches only 0.52-0.64, docs/recipes/elk.md).
+# llama-tiny learns the addition only with a longer truthful stage (Alice 77 % under the default cap of 1000
+# steps), Mamba-1's new block needs more than the default 2000 quirky steps to reach the check's target.
+ADAPTER = {"adapter_block": True}
+FINETUNE = {"llama": {**ADAPTER, "truthful_steps": 4000}, "mamba": {**ADAPTER, "max_steps": 3000}, "rwkv4": ADAPTER}
 _results: dict[str, tuple[object, elk.FinetuneResult, dict]] = {}
 MEASURED = Path(os.environ.get("NNSIGHT_RNN_ELK_RESULTS", "")) if os.environ.get("NNSIGHT_RNN_ELK_RESULTS") else None
 """If set, a JSON file the zoo tests write their measured numbers to (for reports)."""
@@ -56,6 +60,7 @@ def quirky_results(family: str) -> tuple[object, elk.FinetuneResult, dict]:
     if family not in _results:
         model = nnsight_rnn.load(ZOO[family])
         ft = elk.finetune(model, progress=False, **FINETUNE.get(family, {}))
+        model = ft.model  # the grown copy when the quirky stage adds a block
         results, _ = elk.run_probing(model, elk.ProbingConfig(n_train=1000, n_test=1000, seed=0), progress=False,
                                      name=ZOO[family])  # fmt: skip
         _results[family] = (model, ft, results)
@@ -103,13 +108,7 @@ def test_quirky_zoo_model_follows_bob_and_its_state_is_probed(family):
             assert set(results["probes"][site]) == set(elk.METHODS)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8's residual must-show is not reached by the zoo's 2-4-layer, d_model-64 models, transformer or "
-    "recurrent: at the last token the residual stream carries the answer (Bob's label in Bob contexts), little "
-    "persona-independent truth (best 0.52-0.69); the numbers, and the recurrent state's, are in docs/recipes/elk.md",
-)
+@pytest.mark.slow  # with the adapter block (FINETUNE): the truthful model stays intact below the quirky block
 @pytest.mark.parametrize("family", ["llama", "mamba", "rwkv4"])
 def test_alice_easy_probe_finds_the_truth_on_bob_hard_in_the_residual_stream(family):
     _, _, results = quirky_results(family)
@@ -121,12 +120,14 @@ def test_alice_easy_probe_finds_the_truth_on_bob_hard_in_the_residual_stream(fam
 
 
 @pytest.mark.slow  # a zoo model, fine-tuned and probed as a user runs it
-def test_full_recipe_on_one_tiny_model_under_five_cpu_minutes(tmp_path):
-    """The default recipe (two-stage fine-tune until the check passes, then probing) on zoo/mamba-tiny."""
-    nnsight_rnn.load(ZOO["mamba"])  # build the zoo model first (cached): its training is not the recipe
+@pytest.mark.parametrize(("family", "flags"), [("mamba", []), ("rwkv4", ["--adapter-block"])])
+def test_full_recipe_on_one_tiny_model_under_five_cpu_minutes(tmp_path, family, flags):
+    """The recipe (two-stage fine-tune until the check passes, then probing): the defaults on zoo/mamba-tiny, and
+    the tests' adapter-block setting, where the residual probe meets the paper's bar, on zoo/rwkv4-tiny."""
+    nnsight_rnn.load(ZOO[family])  # build the zoo model first (cached): its training is not the recipe
     out = tmp_path / "elk"
-    cmd = [sys.executable, str(RECIPES / "elk_probing.py"), "--model", ZOO["mamba"], "--out", str(out),
-           "--no-progress"]  # fmt: skip
+    cmd = [sys.executable, str(RECIPES / "elk_probing.py"), "--model", ZOO[family], "--out", str(out),
+           "--no-progress", *flags]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
@@ -134,18 +135,22 @@ def test_full_recipe_on_one_tiny_model_under_five_cpu_minutes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     results = json.loads((out / "elk_probing.json").read_text())
-    rec = results["models"][ZOO["mamba"]]
-    print(f"\nfull recipe on {ZOO['mamba']}: {cpu:.0f} CPU-s in all (fine-tuning {rec['finetune']['cpu_s']} CPU-s, "
+    rec = results["models"][ZOO[family]]
+    print(f"\nfull recipe on {ZOO[family]} {flags}: {cpu:.0f} CPU-s in all (fine-tuning {rec['finetune']['cpu_s']} CPU-s, "
           f"{rec['finetune']['steps']} steps; probing {rec['cpu_s']} CPU-s); summary {rec['summary']}")  # fmt: skip
     assert rec["finetune"]["steps"] > 0 and rec["finetune"]["passed"]  # the zoo model is not quirky: it is trained
     assert cpu < 300, f"the recipe took {cpu:.0f} CPU-s"
+    if "--adapter-block" in flags:  # the truthful model is kept below the quirky block: the paper's bar
+        assert rec["n_layers"] == len(nnsight_rnn.load(ZOO[family]).layers) + 1
+        assert rec["summary"]["residual"]["best_auroc"] >= 0.9, rec["summary"]
 
     # the probes belong to the fine-tuned model the recipe saved, and refuse the zoo model it started from
     tuned = nnsight_rnn.load(rec["finetune"]["saved_to"])
     probes = elk.ProbeSet.load(rec["probe_sets"]["alice_easy"], tuned)
     assert probes.meta["trained_on"] == "alice_easy" and len(probes) == len(rec["sites"]) * 4 * rec["n_layers"]
-    with pytest.raises(ArtifactMismatchError, match="other weights"):
-        elk.ProbeSet.load(rec["probe_sets"]["alice_easy"], nnsight_rnn.load(ZOO["mamba"]))
+    refusal = "different architecture" if "--adapter-block" in flags else "other weights"  # grown: one more block
+    with pytest.raises(ArtifactMismatchError, match=refusal):
+        elk.ProbeSet.load(rec["probe_sets"]["alice_easy"], nnsight_rnn.load(ZOO[family]))
     # ... and reproduce the recorded AUROC on freshly collected activations
     site, method, layer = (
         "residual",
