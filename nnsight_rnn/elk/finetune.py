@@ -20,6 +20,10 @@ setting of Mallen et al. (a pretrained LM that knows the truth, made quirky by f
 tiny zoo models this beats one full-parameter stage (``truthful_steps=0, train_layers=None``) on
 every measure: fewer CPU-seconds, Bob's rule as well followed, and a truth signal in the residual
 stream and the recurrent state that the one-stage fine-tune partly loses (docs/recipes/elk.md).
+With ``adapter_block=True`` the quirky stage trains a block appended to the truthful model instead
+(:mod:`nnsight_rnn.elk.adapter`), which keeps the truth in the residual stream below it (Alice-easy ->
+Bob-hard residual probe 0.94-0.96 on the zoo's Llama, Mamba and RWKV-4, against 0.52-0.64 without).
+A stage that trains some blocks only back-propagates through them (the others stop requiring grad).
 
 Rows are padded on the right (labels ignored there): exact for causal models, since a position
 never sees the ones after it.
