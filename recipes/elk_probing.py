@@ -110,9 +110,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"{name}: quirky fine-tuning {result.steps} steps ({result.cpu_s:.0f} CPU-s): held-out Alice "
               f"{result.before['alice_acc']:.3f} -> {result.after['alice_acc']:.3f}, Bob rule "
               f"{result.before['bob_rule_acc']:.3f} -> {result.after['bob_rule_acc']:.3f}")  # fmt: skip
-        if result.shortfall():
-            print(f"{name}: fine-tuning target not reached ({result.shortfall()}); probing the model as it is",
-                  file=sys.stderr)  # fmt: skip
+        if shortfall := result.shortfall():
+            print(f"{name}: fine-tuning target not reached ({shortfall}); probing the model as it is", file=sys.stderr)
     layers = tuple(int(x) for x in _split(args.layers)) if args.layers else None
     cfg = elk.ProbingConfig(n_train=args.n_train, n_test=args.n_test, seed=args.seed, methods=tuple(_split(args.methods)),
                             sites=tuple(_split(args.sites)) if args.sites else None, layers=layers,

@@ -45,8 +45,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     print(f"{args.model}: {result.steps} steps in {result.cpu_s:.0f} CPU-s; held-out Alice acc "
           f"{b['alice_acc']:.3f} -> {a['alice_acc']:.3f}, Bob rule acc {b['bob_rule_acc']:.3f} -> "
           f"{a['bob_rule_acc']:.3f} ({'passed' if result.passed else 'target not reached'})")  # fmt: skip
-    if result.shortfall():
-        print(f"target not reached: {result.shortfall()}", file=sys.stderr)
+    if shortfall := result.shortfall():
+        print(f"target not reached: {shortfall}", file=sys.stderr)
     print(f"wrote {args.out}")
     return 0 if result.passed or cfg.target is None else 2
 
