@@ -12,6 +12,7 @@ from .hooks import HookPoint
 from .model import HookedLanguageModel, UnknownHookError, load
 from .state import RecurrentState, StateShapeError
 from .surgery import install
+from .upstream import UpstreamContractError
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "StateShapeError",
     "UnknownHookError",
     "UnsupportedArchitectureError",
+    "UpstreamContractError",
     "all_cards",
     "card_for",
     "get_card",

@@ -44,6 +44,9 @@ class Card:
         rename: extra nnsight ``rename=`` entries (module path -> envoy name), e.g. a module whose
             HF name collides with an nnsight attribute.
         notes: free text shown in the hook reference.
+        contract_config: config overrides for a tiny random model of this family (``[contract]
+            tiny_config``), on which :mod:`nnsight_rnn.contract` checks the upstream contract
+            the first time the family is loaded in a process. Empty: no check.
     """
 
     family: str
@@ -58,6 +61,7 @@ class Card:
     aliases: dict[str, str] = field(default_factory=dict)
     rename: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    contract_config: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     @property
@@ -95,6 +99,7 @@ class Card:
             aliases=dict(data.get("aliases", {})),
             rename=dict(data.get("rename", {})),
             notes=data.get("notes", ""),
+            contract_config=dict(data.get("contract", {}).get("tiny_config", {})),
             source=source,
         )
 

@@ -52,11 +52,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .contract import doctor
+
+    return doctor()
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
     if args.action == "build":
         zoo.build_zoo(args.names or None)
+    elif args.action == "ship":
+        for name, folder in zoo.ship(args.names or None).items():
+            print(f"{name} -> {folder}")
     else:
         for name in zoo.available():
             print(name)
@@ -94,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="zoo/mamba-tiny")
     p.add_argument("--out", default="out/demo")
     p.set_defaults(fn=_cmd_demo)
-    p = sub.add_parser("zoo", help="list or build the tiny model zoo")
-    p.add_argument("action", choices=["list", "build"])
+    p = sub.add_parser("doctor", help="installed versions, tested ranges, and the upstream contract check per card")
+    p.set_defaults(fn=_cmd_doctor)
+    p = sub.add_parser("zoo", help="list, build, or ship (copy built models into the package) the tiny model zoo")
+    p.add_argument("action", choices=["list", "build", "ship"])
     p.add_argument("names", nargs="*")
     p.set_defaults(fn=_cmd_zoo)
     sub.add_parser("remote", help="model keys, checks and NDIF deploy configs (see docs/remote.md)")

@@ -89,26 +89,24 @@ class RecurrentState:
 
 
 def _linear_cache_from_state(model: nn.Module, state: RecurrentState) -> dict[str, Any]:
-    from transformers import DynamicCache
+    from .upstream import mamba_cache_kwargs, new_linear_cache, write_linear_cache
 
-    from .mixers.cache_io import write_linear_cache
-
-    cache = DynamicCache(config=model.config)
+    cache = new_linear_cache(model.config)
     for i, layer in enumerate(state.layers):
-        write_linear_cache(cache, i, layer["conv"].clone(), layer["ssm"].clone())
-    return {"cache_params": cache, "use_cache": True}
+        write_linear_cache(cache, i, layer["conv"].clone(), layer["ssm"].clone(), new_tokens=0)
+    return {**mamba_cache_kwargs(cache), "use_cache": True}
 
 
 def _linear_cache_to_state(model: nn.Module, card: Card, output: Any) -> RecurrentState:
-    from .mixers.cache_io import read_linear_cache
+    from .upstream import output_cache, read_linear_cache
 
-    cache = getattr(output, "cache_params", None)
+    cache = output_cache(output)
     if cache is None:
         raise ValueError("the output carries no state: run the trace with use_cache=True (or state=...)")
     layers = []
     for i in range(model.config.num_hidden_layers):
         conv, ssm = read_linear_cache(cache, i)
-        if conv is None:
+        if conv is None or ssm is None:
             raise ValueError(f"layer {i} stored no state in this output's cache")
         layers.append({"conv": conv.clone(), "ssm": ssm.clone()})
     return RecurrentState(card.family, layers)

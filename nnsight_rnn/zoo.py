@@ -11,7 +11,7 @@ whose ``zoo.json`` fingerprint (training recipe + corpus hash) no longer matches
 rebuilt. ``build_zoo()`` builds every entry (the CLI's ``nnsight-rnn zoo build``).
 
 >>> import nnsight_rnn
->>> model = nnsight_rnn.load("zoo/mamba-tiny")      # trains once (~1-2 CPU-minutes), then cached
+>>> model = nnsight_rnn.load("zoo/mamba-tiny")      # shipped weights (else trained once, then cached)
 >>> with model.trace("12 + 7 = 19. Alice:"):
 ...     logits = model.output.logits.save()
 
@@ -46,6 +46,9 @@ from . import corpus
 ZOO_PREFIX = "zoo/"
 WARM_MIX = {"text": 0.05, "arithmetic": 0.6, "sums": 0.25, "disposition": 0.0, "copy": 0.1}
 HOME_ENV = "NNSIGHT_RNN_HOME"
+# Trained weights shipped inside the package (safetensors + tokenizer + zoo.json), written by
+# `nnsight-rnn zoo ship` from a build; a copy whose fingerprint is not the registry's is ignored.
+SHIPPED = Path(__file__).parent / "zoo_weights"
 ZOO_FORMAT = "1"
 """Bump when the training loop changes in a way that changes the weights (invalidates caches)."""
 
@@ -289,10 +292,24 @@ def zoo_dir(name: str) -> Path:
     return zoo_home() / get_spec(name).name
 
 
+def shipped_dir(name: str) -> Path:
+    """Where the wheel ships ``zoo/<name>``'s trained weights (``nnsight_rnn/zoo_weights/<name>``)."""
+    return SHIPPED / get_spec(name).name
+
+
+def shipped_info(name: str) -> dict[str, Any] | None:
+    """The ``zoo.json`` of the shipped copy, or None if none is shipped or its recipe is not the registry's."""
+    return _info_if_current(name, shipped_dir(name))
+
+
 def cached_info(name: str) -> dict[str, Any] | None:
     """The ``zoo.json`` of a cached, up-to-date model, or None if it is missing or stale."""
+    return _info_if_current(name, zoo_dir(name))
+
+
+def _info_if_current(name: str, folder: Path) -> dict[str, Any] | None:
     spec = get_spec(name)
-    info_path = zoo_dir(name) / "zoo.json"
+    info_path = folder / "zoo.json"
     try:
         info = json.loads(info_path.read_text())
     except (OSError, ValueError):
@@ -308,8 +325,10 @@ def zoo_path(name: str, *, build: bool = True, progress: bool = True) -> str:
     """
     spec = get_spec(name)
     folder = zoo_dir(name)
-    if cached_info(name) is not None:
+    if cached_info(name) is not None:  # built on this machine (`nnsight-rnn zoo build`)
         return str(folder)
+    if shipped_info(name) is not None:  # shipped in the wheel: no training on a user's machine
+        return str(shipped_dir(name))
     if not build:
         raise FileNotFoundError(
             f"{spec.full_name} is not built yet (expected in {folder}). Build it with "
@@ -840,6 +859,31 @@ def build_zoo(
         for spec in todo:
             build_model(spec.name, force=force, progress=progress)
     return {s.full_name: str(zoo_dir(s.name)) for s in specs}
+
+
+SHIPPED_FILES = (
+    "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "zoo.json",
+)  # fmt: skip
+
+
+def ship(names: Sequence[str] | None = None, dest: Path = SHIPPED) -> dict[str, Path]:
+    """Copy built (cached, up-to-date) zoo models into the package (``nnsight_rnn/zoo_weights``).
+
+    Run from a source checkout after ``nnsight-rnn zoo build``; the copies are what the wheel ships.
+    No pickles: safetensors, JSON and the tokenizer files only.
+    """
+    shipped: dict[str, Path] = {}
+    for name in names or available():
+        spec = get_spec(name)
+        if cached_info(name) is None:
+            raise FileNotFoundError(f"{spec.full_name} is not built; run `nnsight-rnn zoo build {spec.name}` first")
+        target = dest / spec.name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in SHIPPED_FILES:
+            if (zoo_dir(name) / file).exists():
+                shutil.copyfile(zoo_dir(name) / file, target / file)
+        shipped[spec.full_name] = target
+    return shipped
 
 
 def _main(argv: Sequence[str] | None = None) -> None:

@@ -35,11 +35,12 @@ assuming the transformer convention ``[emb, out_0, ..., out_{n-2}, norm(out_{n-1
 logits as the last layer. Recurrent models in transformers return ``[out_0, ..., out_{n-1},
 norm(out_{n-1})]`` (no embeddings): read as-is, every translator would be one layer off and the last
 "layer" would be the model's own output. :func:`prepare_model` fixes this for one model without
-touching its forward: a forward pre-hook on ``layers[0]`` keeps a reference to the residual stream
-entering layer 0 (``layers[0].input``: the embedding output; for RWKV-4 the raw embedding, which
-block 0 passes through ``pre_ln`` first), and a forward hook on the top-level model rewrites
-``output.hidden_states`` to ``[layers[0].input, out_0, ..., out_{n-2}, norm(out_{n-1})]`` whenever
-the caller asked for hidden states. Nothing else changes: logits, cache / state, the forward
+touching its forward: forward hooks keep references to the residual stream entering layer 0
+(``layers[0].input``: the embedding output; for RWKV-4 the raw embedding, which block 0 passes
+through ``pre_ln`` first), to the outputs of layers ``0..n-2`` and to the final norm's output, and a
+forward hook on the top-level model sets ``output.hidden_states`` to ``[layers[0].input, out_0, ...,
+out_{n-2}, norm(out_{n-1})]`` whenever the caller asked for hidden states. The stream is recorded, not
+reordered from transformers' tuple, whose convention per family changed between releases. Nothing else changes: logits, cache / state, the forward
 function (so nnsight traces and their interventions keep working; inside an nnsight trace,
 ``model.output.hidden_states`` is the module's own value, in the RNN convention, because the hook
 runs after the module's forward), and calls without ``output_hidden_states``. RWKV-4's eval-mode
@@ -239,8 +240,11 @@ def prepare_model(model: nn.Module) -> nn.Module:
     if getattr(model, CARD_ATTR, None) != card.family:
         install(model, card)
     layers = get_module(model, card.modules["layers"])
+    final_norm = get_module(model, card.modules["final_norm"])
     n_layers = len(layers)
     pending: list[dict[str, Any]] = []
+    # The stream is recorded here rather than reordered from HF's tuple: HF's own convention for a
+    # family changed between releases (Mamba-2 follows the transformer one from transformers 5.25).
 
     def top_pre(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         pending.append({})
@@ -248,6 +252,17 @@ def prepare_model(model: nn.Module) -> nn.Module:
     def layer0_pre(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if pending and "emb" not in pending[-1]:
             pending[-1]["emb"] = _first_tensor(args, kwargs)
+
+    def layer_post(i: int) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if pending:
+                pending[-1][i] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    def norm_post(_module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if pending:
+            pending[-1]["norm"] = output
 
     def top_post(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
         record = pending.pop() if pending else {}
@@ -258,20 +273,22 @@ def prepare_model(model: nn.Module) -> nn.Module:
                     "call the model with return_dict=True (the default) together with output_hidden_states=True"
                 )
             return output
-        hidden = output.get("hidden_states")
-        if hidden is None:
+        if output.get("hidden_states") is None:
             return output
-        if len(hidden) != n_layers + 1 or record.get("emb") is None:
+        stream = [record.get("emb"), *(record.get(i) for i in range(n_layers - 1)), record.get("norm")]
+        if any(t is None for t in stream):
             raise RuntimeError(
-                f"expected {n_layers + 1} hidden states and the input of layer 0 from this {card.family} model, "
-                f"got {len(hidden)} hidden states (layer-0 input captured: {record.get('emb') is not None})"
+                f"expected the input of layer 0, the outputs of layers 0..{n_layers - 2} and the final norm's "
+                f"output from this {card.family} model; missing {[i for i, t in enumerate(stream) if t is None]}"
             )
-        output["hidden_states"] = (record["emb"], *hidden[: n_layers - 1], hidden[-1])
+        output["hidden_states"] = tuple(stream)
         return output
 
     handles = [
         model.register_forward_pre_hook(top_pre, with_kwargs=True),
         layers[0].register_forward_pre_hook(layer0_pre, with_kwargs=True),
+        *(layers[i].register_forward_hook(layer_post(i)) for i in range(n_layers - 1)),
+        final_norm.register_forward_hook(norm_post),
         model.register_forward_hook(top_post, with_kwargs=True, always_call=True),
     ]
     model.__dict__[_HANDLES_ATTR] = handles

@@ -44,8 +44,8 @@ from transformers.activations import ACT2FN
 from ..hooks import HookPoint, select_positions
 from ..kernels import Mamba1Kernels, mamba1_kernels
 from ..scans.selective_scan import readout, selective_scan, state_write
+from ..upstream import cache_argument, read_linear_cache, write_linear_cache
 from .base import HookableMixer, padding_mask
-from .cache_io import read_linear_cache, write_linear_cache
 
 
 class HookableMamba1Mixer(HookableMixer):
@@ -119,14 +119,15 @@ class HookableMamba1Mixer(HookableMixer):
     def forward(
         self,
         hidden_states: torch.Tensor,  # [b, L, d_model], already normed by the block
-        cache_params: Any = None,
+        cache: Any = None,  # HF's cache (named cache_params before transformers 5.24: upstream C1)
         attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
+        caches = cache_argument(cache, kwargs)  # usually one; see its docstring
         batch, length, _ = hidden_states.shape
         dtype = hidden_states.dtype
         mask = padding_mask(attention_mask, length)
-        conv_carried, ssm_carried = read_linear_cache(cache_params, self.layer_idx)
+        conv_carried, ssm_carried = read_linear_cache(caches, self.layer_idx)
         if mask is not None and ssm_carried is not None:
             raise NotImplementedError(
                 "a padded batch (attention_mask with zeros) cannot continue from a carried state: the "
@@ -135,7 +136,7 @@ class HookableMamba1Mixer(HookableMixer):
         device = hidden_states.device
         kernels = mamba1_kernels(device) if self.activation in self.fused_activations else None
         if kernels is not None and mask is None and (ssm_carried is None or length == 1) and self._skips_idle():
-            return self._fused_forward(kernels, hidden_states, ssm_carried, conv_carried, cache_params)
+            return self._fused_forward(kernels, hidden_states, ssm_carried, conv_carried, caches)
         if ssm_carried is None:
             ssm_carried = torch.zeros(batch, self.intermediate_size, self.ssm_state_size, device=device)
             conv_carried = torch.zeros(batch, self.intermediate_size, self.conv_kernel_size, device=device, dtype=dtype)
@@ -192,8 +193,8 @@ class HookableMamba1Mixer(HookableMixer):
 
         ssm_out = self.hook_ssm_state_out(h_last)
         conv_out = self.hook_conv_state_out(_last_window(conv_in, x_t, self.conv_kernel_size))
-        if cache_params is not None:
-            write_linear_cache(cache_params, self.layer_idx, conv_out, ssm_out)
+        if caches:
+            write_linear_cache(caches, self.layer_idx, conv_out, ssm_out, new_tokens=hidden_states.shape[1])
         return out
 
     def _skips_idle(self) -> bool:
@@ -211,7 +212,7 @@ class HookableMamba1Mixer(HookableMixer):
         hidden_states: torch.Tensor,  # [b, L, d_model]
         ssm_carried: torch.Tensor | None,  # [b, D, N], or None for a fresh prompt
         conv_carried: torch.Tensor | None,  # [b, D, K]
-        cache_params: Any,
+        caches: list[Any],
     ) -> torch.Tensor:
         """HF's ``cuda_kernels_forward`` with our carried-out hooks: a fresh prompt, or one decode step."""
         x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # [b, D, L] each
@@ -240,8 +241,8 @@ class HookableMamba1Mixer(HookableMixer):
         out = self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
         ssm_out = self.hook_ssm_state_out(h_last)
         conv_out = self.hook_conv_state_out(conv_out.to(hidden_states.dtype))
-        if cache_params is not None:
-            write_linear_cache(cache_params, self.layer_idx, conv_out, ssm_out)
+        if caches:
+            write_linear_cache(caches, self.layer_idx, conv_out, ssm_out, new_tokens=hidden_states.shape[1])
         return out
 
     def _dt_B_C(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -57,8 +57,8 @@ from transformers.activations import ACT2FN
 
 from ..hooks import HookPoint, select_positions
 from ..scans.ssd import ssd_readout, ssd_scan, ssd_states, ssd_write, ssd_write_delta
+from ..upstream import cache_argument, read_linear_cache, write_linear_cache
 from .base import HookableMixer, padding_mask
-from .cache_io import read_linear_cache, write_linear_cache
 
 # Largest chunk of the SSD scan on the hooked path: ``min(config.chunk_size, 64)``. The config's
 # ``chunk_size`` (256 in released checkpoints) only sets the kernel tiling; results do not depend
@@ -139,16 +139,17 @@ class HookableMamba2Mixer(HookableMixer):
     def forward(
         self,
         hidden_states: torch.Tensor,  # [b, L, d_model], already normed by the block
-        cache_params: Any = None,
+        cache: Any = None,  # HF's cache (named cache_params before transformers 5.24: upstream C1)
         attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
+        caches = cache_argument(cache, kwargs)  # usually one; see its docstring
         batch, length, _ = hidden_states.shape
         dtype, device = hidden_states.dtype, hidden_states.device
         H, P, G, N = self.num_heads, self.head_dim, self.n_groups, self.ssm_state_size
         d_inner = self.intermediate_size
         mask = padding_mask(attention_mask, length)
-        conv_carried, ssm_carried = read_linear_cache(cache_params, self.layer_idx)
+        conv_carried, ssm_carried = read_linear_cache(caches, self.layer_idx)
         if mask is not None and ssm_carried is not None:
             raise NotImplementedError(
                 "a padded batch (attention_mask with zeros) cannot continue from a carried state: the "
@@ -221,6 +222,6 @@ class HookableMamba2Mixer(HookableMixer):
 
         ssm_out = self.hook_ssm_state_out(h_last)
         conv_out = self.hook_conv_state_out(window[..., -self.conv_kernel_size :])
-        if cache_params is not None:
-            write_linear_cache(cache_params, self.layer_idx, conv_out, ssm_out)
+        if caches:
+            write_linear_cache(caches, self.layer_idx, conv_out, ssm_out, new_tokens=hidden_states.shape[1])
         return out

@@ -33,6 +33,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from ..hooks import HookPoint, select_positions
 from ..mixers.rwkv4 import ACTIVATION_HOOK, CARRIED_HOOK, LayerState, TokenShiftMixer
 from ..state import RecurrentState
+from ..upstream import OUTPUT_CACHE_FIELD, cache_argument, output_cache
 from .wkv import outer_writes
 
 SLOTS = ("att_shift", "wkv", "ffn_shift")
@@ -307,6 +308,12 @@ class WkvTimeMix(TokenShiftMixer):
 # --- the models ----------------------------------------------------------------------------------------
 
 
+def _one_cache(caches: list[Any]) -> RwkvCache | None:
+    if len(caches) > 1:
+        raise TypeError(f"got {len(caches)} different caches (past_key_values / cache); pass one")
+    return caches[0] if caches else None
+
+
 class RwkvPreTrainedBase(PreTrainedModel):
     """The base of nnsight-rnn's RWKV-5/6/7 models (transformers' ``RwkvPreTrainedModel`` is RWKV-4's).
 
@@ -357,6 +364,7 @@ class RwkvBackbone(RwkvPreTrainedBase):
         **kwargs: Any,
     ) -> tuple | BaseModelOutputWithPast:
         cfg = self.config
+        past_key_values = _one_cache(cache_argument(past_key_values, kwargs))  # `cache` from generate >= 5.24 (C5)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
@@ -384,7 +392,9 @@ class RwkvBackbone(RwkvPreTrainedBase):
             cache = RwkvCache([c.outputs for c in calls], seen + length)
         if not return_dict:
             return tuple(x for x in (hidden, cache, all_hidden) if x is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden, hidden_states=all_hidden, **{OUTPUT_CACHE_FIELD: cache}
+        )
 
 
 class RwkvCausalLM(RwkvPreTrainedBase, GenerationMixin):
@@ -428,6 +438,7 @@ class RwkvCausalLM(RwkvPreTrainedBase, GenerationMixin):
         logits_to_keep: int = 0,
         **kwargs: Any,
     ) -> tuple | CausalLMOutputWithPast:
+        past_key_values = _one_cache(cache_argument(past_key_values, kwargs))  # `cache` from generate >= 5.24 (C5)
         out = getattr(self, self.base_model_prefix)(
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
             past_key_values=past_key_values, use_cache=use_cache, output_hidden_states=output_hidden_states,
@@ -447,9 +458,9 @@ class RwkvCausalLM(RwkvPreTrainedBase, GenerationMixin):
             )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:
-            return tuple(x for x in (loss, logits, out.past_key_values, out.hidden_states) if x is not None)
+            return tuple(x for x in (loss, logits, output_cache(out), out.hidden_states) if x is not None)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
+            loss=loss, logits=logits, hidden_states=out.hidden_states, **{OUTPUT_CACHE_FIELD: output_cache(out)}
         )
 
 
@@ -461,7 +472,7 @@ def _cache_to_kwargs(model: Any, state: RecurrentState) -> dict[str, Any]:
 
 
 def _cache_from_output(model: Any, card: Any, output: Any) -> RecurrentState:
-    cache = getattr(output, "past_key_values", None)
+    cache = output_cache(output)
     if not isinstance(cache, RwkvCache) or len(cache) == 0:
         raise ValueError("the output carries no state: run the trace with use_cache=True (or state=...)")
     return cache.to_state(card.family)

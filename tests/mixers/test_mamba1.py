@@ -15,6 +15,7 @@ from transformers import FalconMambaConfig, FalconMambaForCausalLM, MambaConfig,
 
 import nnsight_rnn
 from nnsight_rnn.mixers.mamba1 import HookableMamba1Mixer
+from nnsight_rnn.upstream import mamba_cache_kwargs, output_cache
 
 ATOL = 1e-5
 GRAD_ATOL = 1e-4
@@ -79,8 +80,8 @@ def test_logits_and_hidden_states_match(pair, ids):
 def test_final_state_matches(pair, ids):
     ref, hooked = pair
     with torch.no_grad():
-        a = ref(ids, use_cache=True).cache_params
-        b = hooked(ids, use_cache=True).cache_params
+        a = output_cache(ref(ids, use_cache=True))
+        b = output_cache(hooked(ids, use_cache=True))
     for i in range(ref.config.num_hidden_layers):
         torch.testing.assert_close(b.get_recurrent_state(i), a.get_recurrent_state(i), atol=ATOL, rtol=0)
         torch.testing.assert_close(b.get_conv_state(i), a.get_conv_state(i), atol=ATOL, rtol=0)
@@ -117,11 +118,11 @@ def test_state_round_trip_is_exact_and_stock_is_not(pair, ids):
     with torch.no_grad():
         full = hooked(ids).logits
         prefix = hooked(ids[:, :6], use_cache=True)
-        suffix = hooked(ids[:, 6:], cache_params=prefix.cache_params, use_cache=True)
+        suffix = hooked(ids[:, 6:], **mamba_cache_kwargs(output_cache(prefix)), use_cache=True)
         torch.testing.assert_close(suffix.logits, full[:, 6:], atol=ATOL, rtol=0)
         # Stock HF restarts the scan from zeros on a multi-token continuation (upstream bug).
         stock_prefix = ref(ids[:, :6], use_cache=True)
-        stock_suffix = ref(ids[:, 6:], cache_params=stock_prefix.cache_params, use_cache=True)
+        stock_suffix = ref(ids[:, 6:], **mamba_cache_kwargs(output_cache(stock_prefix)), use_cache=True)
         assert (stock_suffix.logits - full[:, 6:]).abs().max() > 100 * ATOL
 
 
@@ -141,7 +142,7 @@ def test_left_padding_equals_rows_alone(pair):
             torch.testing.assert_close(batched.logits[i, width - len(r) :], alone.logits[0], atol=ATOL, rtol=0)
             for layer in range(hooked.config.num_hidden_layers):
                 torch.testing.assert_close(
-                    batched.cache_params.get_recurrent_state(layer)[i],
-                    alone.cache_params.get_recurrent_state(layer)[0],
+                    output_cache(batched).get_recurrent_state(layer)[i],
+                    output_cache(alone).get_recurrent_state(layer)[0],
                     atol=ATOL, rtol=0,
                 )  # fmt: skip

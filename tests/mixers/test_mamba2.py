@@ -27,6 +27,7 @@ import nnsight_rnn
 import nnsight_rnn.mixers.mamba2 as mamba2_module
 from nnsight_rnn.mixers.mamba2 import HookableMamba2Mixer
 from nnsight_rnn.scans.ssd import ssd_recurrent
+from nnsight_rnn.upstream import mamba_cache_kwargs, output_cache
 
 ATOL = 1e-5
 GRAD_ATOL = 1e-4
@@ -104,7 +105,7 @@ def test_state_slots_match_cache(pair, ids):
     _, hooked = pair
     slots = HookableMamba2Mixer.state_slots(hooked.config)
     with torch.no_grad():
-        cache = hooked(ids, use_cache=True).cache_params
+        cache = output_cache(hooked(ids, use_cache=True))
     for i in range(hooked.config.num_hidden_layers):
         assert tuple(cache.get_conv_state(i).shape) == (2, *slots["conv"])
         assert tuple(cache.get_recurrent_state(i).shape) == (2, *slots["ssm"])
@@ -127,8 +128,8 @@ def test_logits_and_hidden_states_match(pair, ids):
 def test_final_state_matches(pair, ids):
     ref, hooked = pair
     with torch.no_grad():
-        a = ref(ids, use_cache=True).cache_params
-        b = hooked(ids, use_cache=True).cache_params
+        a = output_cache(ref(ids, use_cache=True))
+        b = output_cache(hooked(ids, use_cache=True))
     for i in range(ref.config.num_hidden_layers):
         torch.testing.assert_close(b.get_recurrent_state(i), a.get_recurrent_state(i), atol=ATOL, rtol=0)
         torch.testing.assert_close(b.get_conv_state(i), a.get_conv_state(i), atol=ATOL, rtol=0)
@@ -141,12 +142,12 @@ def test_decode_steps_match(pair, ids):
         a = ref(ids[:, :7], use_cache=True)
         b = hooked(ids[:, :7], use_cache=True)
         for t in range(7, 13):
-            a = ref(ids[:, t : t + 1], cache_params=a.cache_params, use_cache=True)
-            b = hooked(ids[:, t : t + 1], cache_params=b.cache_params, use_cache=True)
+            a = ref(ids[:, t : t + 1], **mamba_cache_kwargs(output_cache(a)), use_cache=True)
+            b = hooked(ids[:, t : t + 1], **mamba_cache_kwargs(output_cache(b)), use_cache=True)
             torch.testing.assert_close(b.logits, a.logits, atol=ATOL, rtol=0)
         for i in range(ref.config.num_hidden_layers):
             torch.testing.assert_close(
-                b.cache_params.get_recurrent_state(i), a.cache_params.get_recurrent_state(i), atol=ATOL, rtol=0
+                output_cache(b).get_recurrent_state(i), output_cache(a).get_recurrent_state(i), atol=ATOL, rtol=0
             )
 
 
@@ -197,7 +198,7 @@ def test_multi_token_continuation_is_exact(pair, ids):
         full = ref(ids).logits
         for cut in (1, 6, 9):  # suffixes start mid-chunk and span several chunks
             prefix = hooked(ids[:, :cut], use_cache=True)
-            suffix = hooked(ids[:, cut:], cache_params=prefix.cache_params, use_cache=True)
+            suffix = hooked(ids[:, cut:], **mamba_cache_kwargs(output_cache(prefix)), use_cache=True)
             torch.testing.assert_close(suffix.logits, full[:, cut:], atol=ATOL, rtol=0)
 
 
@@ -291,8 +292,8 @@ def test_left_padding_equals_rows_alone(pair):
             for layer in range(hooked.config.num_hidden_layers):
                 for get in ("get_recurrent_state", "get_conv_state"):
                     torch.testing.assert_close(
-                        getattr(batched.cache_params, get)(layer)[i],
-                        getattr(alone.cache_params, get)(layer)[0],
+                        getattr(output_cache(batched), get)(layer)[i],
+                        getattr(output_cache(alone), get)(layer)[0],
                         atol=ATOL, rtol=0, msg=f"{get} layer {layer} row {i}",
                     )  # fmt: skip
 
@@ -314,7 +315,7 @@ def test_padded_batch_cannot_continue_from_a_state(pair):
     with torch.no_grad():
         prefix = hooked(ids, attention_mask=mask, use_cache=True)
         with pytest.raises(NotImplementedError, match="padded batch"):
-            hooked(ids, attention_mask=mask, cache_params=prefix.cache_params, use_cache=True)
+            hooked(ids, attention_mask=mask, **mamba_cache_kwargs(output_cache(prefix)), use_cache=True)
 
 
 # --- edit semantics ---------------------------------------------------------------------------
@@ -520,7 +521,7 @@ def test_every_hook_fires_in_order_with_documented_shapes(pair, ids):
             out = hooked(ids[:, :6], use_cache=True)
             prefill = list(seen)
             seen.clear()
-            hooked(ids[:, 6:7], cache_params=out.cache_params, use_cache=True)
+            hooked(ids[:, 6:7], **mamba_cache_kwargs(output_cache(out)), use_cache=True)
             decode = list(seen)
     finally:
         for h in handles:

@@ -24,6 +24,7 @@ from nnsight_rnn.models.blinkdl import blinkdl_version, load_blinkdl, save_blink
 from nnsight_rnn.models.rwkv7 import Rwkv7Config, Rwkv7ForCausalLM, Rwkv7TimeMix
 from nnsight_rnn.models.rwkv_common import RwkvCache
 from nnsight_rnn.surgery import name_hook_points
+from nnsight_rnn.upstream import output_cache
 
 from ..blinkdl import blinkdl_model, random_pth_v7
 
@@ -80,7 +81,7 @@ def test_logits_and_state_match_blinkdl_over_64_tokens(pth: Path, model: Rwkv7Fo
         out = model(tokens[None], use_cache=True)
     torch.testing.assert_close(out.logits[0], ref_logits, atol=REF_ATOL, rtol=0)
     assert ref_logits.abs().max() > 1.0  # a meaningful comparison, not of near-zero logits
-    _assert_state_equals_blinkdl(out.past_key_values, 0, ref_state, REF_ATOL)
+    _assert_state_equals_blinkdl(output_cache(out), 0, ref_state, REF_ATOL)
 
 
 def test_decode_steps_and_greedy_tokens_match_blinkdl(pth: Path, model: Rwkv7ForCausalLM) -> None:
@@ -101,8 +102,8 @@ def test_decode_steps_and_greedy_tokens_match_blinkdl(pth: Path, model: Rwkv7For
         for tok in ref_tokens[:5]:
             torch.testing.assert_close(out.logits[0, -1], ref_logits, atol=REF_ATOL, rtol=0)
             ref_logits, ref_state = ref.forward([tok], ref_state)
-            out = model(torch.tensor([[tok]]), past_key_values=out.past_key_values, use_cache=True)
-    _assert_state_equals_blinkdl(out.past_key_values, 0, ref_state, REF_ATOL)
+            out = model(torch.tensor([[tok]]), past_key_values=output_cache(out), use_cache=True)
+    _assert_state_equals_blinkdl(output_cache(out), 0, ref_state, REF_ATOL)
 
 
 def test_pth_conversion_round_trips(pth: Path, model: Rwkv7ForCausalLM, tmp_path: Path) -> None:
@@ -149,11 +150,11 @@ def test_rwkv7_hf_folder_loads_into_our_class_and_matches(rwkv7_hf, ids) -> None
     with torch.no_grad():
         expected = ref(ids, use_cache=True)
     torch.testing.assert_close(out.logits, expected.logits, atol=ATOL, rtol=0)
-    for i, layer in enumerate(out.past_key_values.layers):
-        wkv = expected.past_key_values.recurrent_state[i]  # entries up to ~3: relative tolerance too
+    for i, layer in enumerate(output_cache(out).layers):
+        wkv = output_cache(expected).recurrent_state[i]  # entries up to ~3: relative tolerance too
         torch.testing.assert_close(layer["wkv"], wkv, atol=ATOL, rtol=ATOL)
-        torch.testing.assert_close(layer["att_shift"], expected.past_key_values.attention_shift[i], atol=ATOL, rtol=0)
-        torch.testing.assert_close(layer["ffn_shift"], expected.past_key_values.ffn_shift[i], atol=ATOL, rtol=0)
+        torch.testing.assert_close(layer["att_shift"], output_cache(expected).attention_shift[i], atol=ATOL, rtol=0)
+        torch.testing.assert_close(layer["ffn_shift"], output_cache(expected).ffn_shift[i], atol=ATOL, rtol=0)
 
 
 def test_gradients_match_rwkv7_hf(rwkv7_hf, ids) -> None:
@@ -213,14 +214,14 @@ def test_state_round_trip_and_the_given_cache_is_not_mutated(model: Rwkv7ForCaus
     with torch.no_grad():
         full = model(ids).logits
         prefix = model(ids[:, :6], use_cache=True)
-        before = prefix.past_key_values.clone()
-        suffix = model(ids[:, 6:], past_key_values=prefix.past_key_values)
-        again = model(ids[:, 6:], past_key_values=prefix.past_key_values)
+        before = output_cache(prefix).clone()
+        suffix = model(ids[:, 6:], past_key_values=output_cache(prefix))
+        again = model(ids[:, 6:], past_key_values=output_cache(prefix))
     torch.testing.assert_close(suffix.logits, full[:, 6:], atol=ATOL, rtol=0)
     torch.testing.assert_close(again.logits, suffix.logits, atol=0, rtol=0)
-    for a, b in zip(before.layers, prefix.past_key_values.layers, strict=True):
+    for a, b in zip(before.layers, output_cache(prefix).layers, strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert suffix.past_key_values.seen_tokens == ids.shape[1]
+    assert output_cache(suffix).seen_tokens == ids.shape[1]
 
 
 def test_left_padding_equals_rows_alone(model: Rwkv7ForCausalLM) -> None:
@@ -232,7 +233,7 @@ def test_left_padding_equals_rows_alone(model: Rwkv7ForCausalLM) -> None:
         for i, r in enumerate(rows):
             alone = model(r[None], use_cache=True)
             torch.testing.assert_close(batched.logits[i, width - len(r) :], alone.logits[0], atol=ATOL, rtol=0)
-            for lb, la in zip(batched.past_key_values.layers, alone.past_key_values.layers, strict=True):
+            for lb, la in zip(output_cache(batched).layers, output_cache(alone).layers, strict=True):
                 for slot in lb:
                     torch.testing.assert_close(lb[slot][i], la[slot][0], atol=ATOL, rtol=0, msg=slot)
 
@@ -246,7 +247,7 @@ def test_padding_in_the_middle_and_in_a_continuation(model: Rwkv7ForCausalLM) ->
         compact = model(ids[:, keep]).logits
         torch.testing.assert_close(padded[:, keep], compact, atol=ATOL, rtol=0)
         prefix = model(ids[:, :4], attention_mask=mask[:, :4], use_cache=True)
-        suffix = model(ids[:, 4:], attention_mask=mask, past_key_values=prefix.past_key_values)  # whole-prefix mask
+        suffix = model(ids[:, 4:], attention_mask=mask, past_key_values=output_cache(prefix))  # whole-prefix mask
         torch.testing.assert_close(suffix.logits[:, keep[4:]], compact[:, 2:], atol=ATOL, rtol=0)
 
 
@@ -262,7 +263,7 @@ def test_batched_generate_with_padding_equals_rows(model: Rwkv7ForCausalLM) -> N
 
 def test_gradient_flows_through_the_carried_state(model: Rwkv7ForCausalLM, ids) -> None:
     with torch.no_grad():
-        cache = model(ids[:, :5], use_cache=True).past_key_values
+        cache = output_cache(model(ids[:, :5], use_cache=True))
     leaves = RwkvCache([{k: v.clone().requires_grad_(True) for k, v in layer.items()} for layer in cache.layers])
     model(ids[:, 5:], past_key_values=leaves).logits.sum().backward()
     for layer in leaves.layers:
@@ -271,7 +272,7 @@ def test_gradient_flows_through_the_carried_state(model: Rwkv7ForCausalLM, ids) 
 
 def test_cache_errors_name_the_problem(model: Rwkv7ForCausalLM, ids) -> None:
     with torch.no_grad():
-        cache = model(ids[:1, :4], use_cache=True).past_key_values
+        cache = output_cache(model(ids[:1, :4], use_cache=True))
         with pytest.raises(ValueError, match=r"state for batch 1 but the input has batch 2.*expand"):
             model(ids, past_key_values=cache)
         with pytest.raises(TypeError, match="RwkvCache"):
@@ -293,7 +294,7 @@ def test_every_hook_fires_once_per_forward_and_per_decode_step(model: Rwkv7ForCa
     ]
     try:
         with torch.no_grad():
-            cache = model(ids, use_cache=True).past_key_values
+            cache = output_cache(model(ids, use_cache=True))
             first = dict(calls)
             calls.clear()
             model(ids[:, :1], past_key_values=cache)
