@@ -7,20 +7,31 @@
 """
 
 from . import families  # noqa: F401  (registers family patches and state formats)
-from .cards import Card, UnsupportedArchitectureError, all_cards, card_for, get_card, register_card
+from .cards import Card, all_cards, card_for, get_card, register_card
+from .errors import (
+    ArtifactMismatchError,
+    NnsightRnnError,
+    SourceError,
+    StateShapeError,
+    UnknownHookError,
+    UnsupportedArchitectureError,
+    UpstreamContractError,
+)
 from .hooks import HookPoint
-from .model import HookedLanguageModel, UnknownHookError, load
-from .state import RecurrentState, StateShapeError
+from .model import HookedLanguageModel, load
+from .state import RecurrentState
 from .surgery import install
-from .upstream import UpstreamContractError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactMismatchError",
     "Card",
     "HookPoint",
     "HookedLanguageModel",
+    "NnsightRnnError",
     "RecurrentState",
+    "SourceError",
     "StateShapeError",
     "UnknownHookError",
     "UnsupportedArchitectureError",

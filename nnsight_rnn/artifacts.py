@@ -3,7 +3,8 @@
 An artifact is a folder with ``tensors.safetensors`` (no pickle) and ``artifact.json``: its kind,
 free metadata, the checksum of the tensors file, and the fingerprint of the model it was made on
 (``architecture``: family + the config values that fix shapes; ``weights``: a hash of the
-parameters). Loading checks the tensors' checksum (corruption), the architecture (always) and
+parameters), and a checksum of the JSON itself. Loading checks both checksums (corruption, edits),
+the architecture (always) and
 the weights (unless ``allow_other_weights=True``, e.g. to carry a vector to a fine-tune), and
 names what differs.
 """
@@ -18,16 +19,14 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+from .errors import ArtifactMismatchError
+
+FORMAT_VERSION = 2  # 2: artifact.json carries its own checksum (record_sha256); 1 still loads
 _SHAPE_KEYS = (
     "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "state_size",
     "num_heads", "head_dim", "n_groups", "conv_kernel", "time_step_rank", "attention_hidden_size",
     "num_attention_heads", "num_key_value_heads", "n_embd", "n_layer", "n_head",
 )  # fmt: skip
-
-
-class ArtifactMismatchError(ValueError):
-    """An artifact does not belong to this model (or its file is corrupt)."""
 
 
 def _module(model: Any) -> torch.nn.Module:
@@ -55,6 +54,12 @@ def weights_fingerprint(model: Any) -> str:
         digest.update(str(tuple(param.shape)).encode())
         digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _record_sha256(record: dict[str, Any]) -> str:
+    """sha256 of the record without its own checksum (canonical JSON)."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _file_sha256(path: str) -> str:
@@ -88,6 +93,7 @@ def save_artifact(
         "tensors_sha256": _file_sha256(tensor_path),
         "model": {"architecture": architecture_fingerprint(model), "weights_sha256": weights_fingerprint(model)},
     }
+    record["record_sha256"] = _record_sha256(record)
     with open(os.path.join(path, "artifact.json"), "w") as f:
         json.dump(record, f, indent=1, sort_keys=True)
 
@@ -101,8 +107,23 @@ def load_artifact(path: str, model: Any, kind: str, *, allow_other_weights: bool
     for p in (json_path, tensor_path):
         if not os.path.exists(p):
             raise FileNotFoundError(f"{path} is not an nnsight-rnn artifact: {os.path.basename(p)} is missing")
-    with open(json_path) as f:
-        record = json.load(f)
+    try:
+        with open(json_path) as f:
+            record = json.load(f)
+        if not isinstance(record, dict) or record.get("format_version", 1) > FORMAT_VERSION:
+            raise ValueError(f"format {record.get('format_version') if isinstance(record, dict) else '?'}")
+        if "record_sha256" in record and record["record_sha256"] != _record_sha256(record):
+            raise ArtifactMismatchError(
+                f"{json_path} was edited after it was saved (its checksum does not match): save the artifact again"
+            )
+        record["model"]["architecture"], record["model"]["weights_sha256"], record["tensors_sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+        if isinstance(error, ArtifactMismatchError):
+            raise
+        raise ArtifactMismatchError(
+            f"{json_path} is truncated, corrupt or from a newer nnsight-rnn ({type(error).__name__}: {error}); "
+            "save the artifact again"
+        ) from None
     if record.get("kind") != kind:
         raise ArtifactMismatchError(f"{path} holds a {record.get('kind')!r}, not a {kind!r}")
     if _file_sha256(tensor_path) != record["tensors_sha256"]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import tomllib
 
+from .errors import UnsupportedArchitectureError
+
 STANDARD_MODULE_NAMES = ("embed", "layers", "mixer", "mlp", "final_norm", "unembed")
 
 
@@ -102,10 +104,6 @@ class Card:
             contract_config=dict(data.get("contract", {}).get("tiny_config", {})),
             source=source,
         )
-
-
-class UnsupportedArchitectureError(ValueError):
-    """No card matches the model."""
 
 
 _CARDS: dict[str, Card] = {}

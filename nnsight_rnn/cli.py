@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from .cards import all_cards, get_card
+from .errors import NnsightRnnError
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -53,7 +56,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .contract import doctor
+    from .doctor import doctor
 
     return doctor()
 
@@ -90,7 +93,9 @@ _FORWARDED = {"remote": _cmd_remote, "bench": _cmd_bench}
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _FORWARDED:  # subcommands with their own parsers get the rest verbatim
-        return _FORWARDED[argv[0]](argparse.Namespace(rest=argv[1:]))
+        return run_reporting_errors(
+            _FORWARDED[argv[0]], argparse.Namespace(rest=argv[1:]), prog=f"nnsight-rnn {argv[0]}"
+        )
     parser = argparse.ArgumentParser(prog="nnsight-rnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="supported families; with FAMILY, its hook points")
@@ -112,7 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("remote", help="model keys, checks and NDIF deploy configs (see docs/remote.md)")
     sub.add_parser("bench", help="speed and memory against stock HF and plain nnsight (docs/performance.md)")
     args = parser.parse_args(argv)
-    return args.fn(args)
+    return run_reporting_errors(args.fn, args, prog="nnsight-rnn")
+
+
+def run_reporting_errors(fn: Callable[..., int | None], *args: Any, prog: str) -> int:
+    """Run a command; an :class:`~nnsight_rnn.errors.NnsightRnnError` becomes one stderr line and exit status 2.
+
+    Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return fn(*args) or 0
+    except NnsightRnnError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cards import Card, all_cards
+from .cards import Card
 from .upstream import TESTED, UpstreamContractError, versions_line
 
 CONTRACT_ENV = "NNSIGHT_RNN_CONTRACT"
@@ -51,10 +51,13 @@ class CheckResult:
         return not self.failed
 
 
-def _tiny_pair(card: Card, model_cls: type[nn.Module], config_cls: type) -> tuple[nn.Module, nn.Module]:
-    """(untouched, hooked) tiny random copies of ``model_cls``; parameters jittered away from HF's init."""
-    from .surgery import install
+Install = Callable[[nn.Module, Card], nn.Module]  # nnsight_rnn.surgery.install (passed in: no import circle)
 
+
+def _tiny_pair(
+    card: Card, model_cls: type[nn.Module], config_cls: type, install: Install
+) -> tuple[nn.Module, nn.Module]:
+    """(untouched, hooked) tiny random copies of ``model_cls``; parameters jittered away from HF's init."""
     torch.manual_seed(0)
     config = config_cls(**card.contract_config)
     stock = model_cls(config).eval()
@@ -69,7 +72,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> str | None:
     return None if diff <= ATOL else f"max |difference| {diff:.3g} > {ATOL}"
 
 
-def run_checks(card: Card, model_cls: type[nn.Module], config_cls: type) -> CheckResult:
+def run_checks(card: Card, model_cls: type[nn.Module], config_cls: type, install: Install) -> CheckResult:
     """Run every check of the module docstring on a tiny model of ``model_cls``; never raises for a failed check."""
     from .state import state_from_output, state_to_forward_kwargs
 
@@ -78,7 +81,7 @@ def run_checks(card: Card, model_cls: type[nn.Module], config_cls: type) -> Chec
     failed: dict[str, str] = {}
     skipped: dict[str, str] = {}
     try:
-        stock, hooked = _tiny_pair(card, model_cls, config_cls)
+        stock, hooked = _tiny_pair(card, model_cls, config_cls, install)
     except Exception as error:  # the tiny model itself cannot be built or hooked
         return CheckResult(card.family, [], {"build": f"{type(error).__name__}: {error}"}, time.perf_counter() - t0)
     vocab = hooked.config.vocab_size
@@ -182,7 +185,7 @@ def error_for(result: CheckResult) -> UpstreamContractError:
     )
 
 
-def ensure(card: Card, model: nn.Module) -> None:
+def ensure(card: Card, model: nn.Module, install: Install) -> None:
     """Check ``card``'s family once per process (on the classes of ``model``); raise if the contract broke."""
     if not card.is_recurrent or not card.contract_config or _checked.get(card.family):
         return
@@ -190,7 +193,7 @@ def ensure(card: Card, model: nn.Module) -> None:
         return
     _checked[card.family] = "running"  # the check installs its own tiny model: no recursion
     try:
-        result = run_checks(card, type(model), type(model.config))
+        result = run_checks(card, type(model), type(model.config), install)
     except BaseException:
         del _checked[card.family]
         raise
@@ -198,26 +201,3 @@ def ensure(card: Card, model: nn.Module) -> None:
         del _checked[card.family]
         raise error_for(result)
     _checked[card.family] = "ok"
-
-
-def doctor(print_fn: Callable[[str], None] = print) -> int:
-    """``nnsight-rnn doctor``: versions, tested ranges, and one pass/fail line per card. Returns the exit code."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    print_fn(f"installed: {versions_line()}")
-    print_fn("tested: " + ", ".join(f"{p} {lo}-{hi}" for p, (lo, hi) in TESTED.items()))
-    failures = 0
-    for family, card in sorted(all_cards().items()):
-        if not card.is_recurrent or not card.contract_config:
-            print_fn(f"  {family:14s} -     (no recurrent contract to check)")
-            continue
-        config = AutoConfig.for_model(card.model_types[0], **card.contract_config)
-        result = run_checks(card, type(AutoModelForCausalLM.from_config(config)), type(config))
-        if result.ok:
-            skipped = "".join(f"; {k} skipped: {v}" for k, v in result.skipped.items())
-            print_fn(f"  {family:14s} ok    {', '.join(result.passed)} ({result.seconds:.2f} s){skipped}")
-        else:
-            failures += 1
-            why = "; ".join(f"{k}: {v}" for k, v in result.failed.items())
-            print_fn(f"  {family:14s} FAIL  {why}")
-    return 1 if failures else 0

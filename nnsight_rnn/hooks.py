@@ -60,6 +60,18 @@ class HookPoint(nn.Module):
     def forward(self, x: Any) -> Any:
         return x
 
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        out = super().__call__(x, *args, **kwargs)
+        if out is not x and isinstance(x, torch.Tensor):  # edited (nnsight ``.output = ...`` or a torch hook)
+            ensure_tensor(out, self.name or type(self).__name__, x)
+            if out.is_floating_point() and out.device.type != "meta" and not bool(torch.isfinite(out).all()):
+                if bool(torch.isfinite(x).all()):
+                    raise ValueError(
+                        f"the edit of hook {self.name!r} put NaN or inf values into it (the unedited value had "
+                        f"none): the outputs would be NaN from here on"
+                    )
+        return out
+
     def wanted(self) -> bool:
         """Whether anyone will read or write this hook's value in the current call (no side effects).
 

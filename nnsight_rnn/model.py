@@ -19,20 +19,16 @@ import os
 from typing import Any
 
 import torch
+from nnsight.intervention.envoy import traceable
 from nnsight.modeling.transformers import TransformersModel
 
 from .cards import Card, card_for, get_card
+from .errors import UnknownHookError
 from .hooks import HookPoint
 from .remote import RemotableHookedModel
+from .sources import hub_error, resolve
 from .state import RecurrentState, state_from_output, state_to_forward_kwargs
 from .surgery import install, name_hook_points, rename_map
-
-
-class UnknownHookError(KeyError):
-    """A hook name that the model does not have."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
 
 
 class HookedLanguageModel(RemotableHookedModel, TransformersModel):
@@ -85,6 +81,21 @@ class HookedLanguageModel(RemotableHookedModel, TransformersModel):
             batch = _batch_of(self, inputs, kwargs)
             kwargs.update(state_to_forward_kwargs(self._module, self.card, state, batch))
         return super()._call(*inputs, **kwargs)
+
+    @traceable
+    def generate(self, *inputs: Any, state: RecurrentState | None = None, **kwargs: Any) -> Any:
+        """nnsight's ``generate``; with ``state=``, continue from a carried state.
+
+        ``model.generate(suffix, state=state)`` generates what ``model.generate(prefix + suffix)``
+        would, where ``state`` is the state ``prefix`` left (``model.run_state(prefix)``), edited or
+        not: greedy tokens are identical when nothing is edited (tested on every recurrent card).
+        The returned ids are ``suffix + new tokens``. Hooks fire on the suffix and every new token.
+        """
+        if state is not None:
+            batch = _batch_of(self, inputs, kwargs)
+            kwargs.update(state_to_forward_kwargs(self._module, self.card, state, batch))
+        # Named, not super(): nnsight recompiles this method's source on a remote server.
+        return TransformersModel.generate(self, *inputs, **kwargs)
 
     def state_from_output(self, output: Any) -> RecurrentState:
         """The carried state a run left behind (run it with ``use_cache=True`` or ``state=``)."""
@@ -187,6 +198,9 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
     gets it without the hub.
     """
     source = model
+    kind = resolve(model).kind  # a clear SourceError for anything that can be no model
+    if isinstance(model, os.PathLike):
+        model = source = os.fspath(model)
     if isinstance(model, str) and not os.path.exists(model):
         from .zoo import is_zoo_name, zoo_path
 
@@ -213,4 +227,9 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
         else:
             kwargs.setdefault("dispatch", True)
             model = source  # a zoo name stays a name (HookedLanguageModel resolves it): the remote key names it
-    return HookedLanguageModel(model, card=card, tokenizer=tokenizer, **kwargs)
+    if kind != "hub":
+        return HookedLanguageModel(model, card=card, tokenizer=tokenizer, **kwargs)
+    try:
+        return HookedLanguageModel(model, card=card, tokenizer=tokenizer, **kwargs)
+    except OSError as error:  # no network, no such repo: one line naming the input, not the hub's traceback
+        raise hub_error(source, error) from None

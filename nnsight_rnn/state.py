@@ -16,11 +16,8 @@ import torch
 from torch import nn
 
 from .cards import Card
+from .errors import StateShapeError
 from .mixers import mixer_class
-
-
-class StateShapeError(ValueError):
-    """A carried state does not fit the model."""
 
 
 @dataclass
@@ -59,7 +56,10 @@ class RecurrentState:
         )
 
     def validate(self, model: nn.Module, card: Card, batch: int | None = None) -> None:
-        """Raise :class:`StateShapeError` naming the first slot whose shape or dtype is wrong."""
+        """Raise :class:`StateShapeError` naming the first slot whose shape, dtype or device is wrong, or that holds NaN / inf.
+
+        Allowed dtypes: the model's parameter dtype and float32 (nothing is cast silently).
+        """
         if self.family != card.family:
             raise StateShapeError(f"this state was made for a {self.family!r} model, not {card.family!r}")
         slots = mixer_class(card.mixer_kind).state_slots(model.config)
@@ -67,6 +67,9 @@ class RecurrentState:
         if len(self.layers) != n_layers:
             raise StateShapeError(f"state has {len(self.layers)} layers; the model has {n_layers}")
         batch = self.batch_size if batch is None else batch
+        param = next(model.parameters())
+        model_dtype, device = param.dtype, param.device
+        allowed = {model_dtype, torch.float32}  # recurrent states are kept in fp32 even in half-precision models
         for i, layer in enumerate(self.layers):
             if set(layer) != set(slots):
                 raise StateShapeError(f"layer {i} state has slots {sorted(layer)}; expected {sorted(slots)}")
@@ -81,8 +84,20 @@ class RecurrentState:
                         f"layer {i} slot {name!r} has shape {tuple(t.shape)}; expected {expected} "
                         f"[batch, {', '.join(map(str, shape))}]{hint}"
                     )
-                if not t.is_floating_point():
-                    raise StateShapeError(f"layer {i} slot {name!r} has dtype {t.dtype}; expected a floating dtype")
+                if not t.is_floating_point() or t.dtype not in allowed:
+                    raise StateShapeError(
+                        f"layer {i} slot {name!r} has dtype {t.dtype}; this model's states are "
+                        f"{' or '.join(map(str, sorted(allowed, key=str)))}: use state.to({model_dtype})"
+                    )
+                if t.device.type == "meta" or t.device != device:
+                    raise StateShapeError(
+                        f"layer {i} slot {name!r} is on {t.device}; the model is on {device}: use state.to({str(device)!r})"
+                    )
+                if not bool(torch.isfinite(t).all()):
+                    raise StateShapeError(
+                        f"layer {i} slot {name!r} holds NaN or inf values: the logits would be NaN. Check the edit or "
+                        f"computation that produced this state"
+                    )
 
 
 # --- HF storage formats, by card.state_format ------------------------------------------------

@@ -53,16 +53,13 @@ from typing import Any
 
 import torch
 
+from .errors import SteeringDataError
 from .state import RecurrentState
 
 Item = dict[str, str]
 ITEM_KEYS = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
 ARTIFACT_KIND = "steering_vectors"
 DEFAULT_TEMPLATE = "{question}"
-
-
-class SteeringDataError(ValueError):
-    """A CAA data file or item that cannot be used (missing keys, answers without a letter, ...)."""
 
 
 # ---------------------------------------------------------------------------------------------

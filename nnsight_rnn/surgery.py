@@ -43,7 +43,7 @@ def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
     if getattr(model, CARD_ATTR, None) == card.family:
         return model
     validate_card(model, card)
-    contract.ensure(card, model)  # once per family and process: an upstream change fails loudly here
+    contract.ensure(card, model, install)  # once per family and process: an upstream change fails loudly here
     forget_nnsight_wrapping(model)
     if card.is_recurrent:
         cls = mixer_class(card.mixer_kind)

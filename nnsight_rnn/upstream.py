@@ -42,6 +42,8 @@ from typing import Any
 
 import torch
 
+from .errors import UpstreamContractError
+
 # The transformers minors CI tests, inclusive. A release outside this range is refused by the
 # contract check (nnsight_rnn.contract) unless it passes the check's numbers.
 TESTED: dict[str, tuple[str, str]] = {
@@ -50,10 +52,6 @@ TESTED: dict[str, tuple[str, str]] = {
     "transformer-lens": ("3.9", "4.3"),
     "tuned-lens": ("0.2", "0.2"),
 }
-
-
-class UpstreamContractError(RuntimeError):
-    """An upstream package no longer behaves as nnsight-rnn relies on (see :mod:`nnsight_rnn.upstream`)."""
 
 
 def version_of(package: str) -> str | None:

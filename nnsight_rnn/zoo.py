@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from . import corpus
+from .errors import UnknownZooModelError
 
 ZOO_PREFIX = "zoo/"
 WARM_MIX = {"text": 0.05, "arithmetic": 0.6, "sums": 0.25, "disposition": 0.0, "copy": 0.1}
@@ -51,13 +52,6 @@ HOME_ENV = "NNSIGHT_RNN_HOME"
 SHIPPED = Path(__file__).parent / "zoo_weights"
 ZOO_FORMAT = "1"
 """Bump when the training loop changes in a way that changes the weights (invalidates caches)."""
-
-
-class UnknownZooModelError(KeyError):
-    """A ``zoo/<name>`` that the registry does not have."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -255,4 +255,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nnsight_rnn.cli import run_reporting_errors
+
+    sys.exit(run_reporting_errors(main, prog="caa_steering.py"))

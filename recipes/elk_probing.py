@@ -221,4 +221,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nnsight_rnn.cli import run_reporting_errors
+
+    sys.exit(run_reporting_errors(main, prog="elk_probing.py"))

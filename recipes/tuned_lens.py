@@ -482,4 +482,6 @@ def _summary(results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from nnsight_rnn.cli import run_reporting_errors
+
+    sys.exit(run_reporting_errors(lambda: main(sys.argv[1:]) and 0, prog="tuned_lens.py"))

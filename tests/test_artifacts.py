@@ -38,3 +38,30 @@ def test_state_round_trip_and_refusals(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactMismatchError, match="checksum"):
         load_state(str(tmp_path / "st"), model)
+
+
+def test_artifact_json_is_integrity_checked(tmp_path):
+    import json
+
+    model = nnsight_rnn.load(mamba())
+    state = model.run_state(torch.randint(0, 257, (1, 6)))
+    folder = tmp_path / "st"
+    save_state(state, str(folder), model)
+    record_path = folder / "artifact.json"
+    record = json.loads(record_path.read_text())
+
+    record["meta"]["layers"] = 99  # an edited meta: was an IndexError deep in load_state
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ArtifactMismatchError, match="was edited after it was saved"):
+        load_state(str(folder), model)
+
+    record_path.write_text(json.dumps(record)[:40])  # truncated: was a raw JSONDecodeError
+    with pytest.raises(ArtifactMismatchError, match="truncated, corrupt or from a newer nnsight-rnn"):
+        load_state(str(folder), model)
+
+    # Format 1 (no record checksum, as saved before) still loads: nothing a user saved is lost.
+    record["meta"]["layers"] = len(state.layers)
+    del record["record_sha256"]
+    record["format_version"] = 1
+    record_path.write_text(json.dumps(record))
+    assert len(load_state(str(folder), model).layers) == len(state.layers)

@@ -53,3 +53,18 @@ def test_demo_runs_end_to_end_on_an_empty_cache(tmp_path: Path) -> None:
     assert "training" not in result.stdout + result.stderr  # shipped weights: no training on a user's machine
     assert not (tmp_path / "empty-home").exists()
     assert wall < 120, f"the demo took {wall:.0f} s (README: under a minute)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_rebuild_reproduces_the_shipped_recipe(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nnsight-rnn zoo build NAME` from scratch: same fingerprint, and the same training within CPU noise."""
+    monkeypatch.setenv(zoo.HOME_ENV, str(tmp_path))
+    shipped = zoo.shipped_info(name)
+    assert shipped is not None
+    folder = zoo.build_model(name, force=True, progress=False)
+    rebuilt = json.loads((folder / "zoo.json").read_text())
+    assert rebuilt["fingerprint"] == shipped["fingerprint"]
+    assert rebuilt["steps"] == shipped["steps"] and rebuilt["seed"] == shipped["seed"]
+    # Deterministic on one machine; other CPUs / BLAS builds may round differently: 5 % on the held-out loss.
+    assert abs(rebuilt["metrics"]["loss"] - shipped["metrics"]["loss"]) <= 0.05 * shipped["metrics"]["loss"]

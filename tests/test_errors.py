@@ -101,3 +101,53 @@ def test_state_on_transformer_is_refused():
     state = RecurrentState("gpt2", [{}] * 3)
     with pytest.raises((StateShapeError, ValueError), match=r"no carried state|slots"):
         model.run_state(torch.randint(0, 257, (1, 3)), state=state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_state_of_another_float_dtype_is_an_error_not_a_cast(dtype: torch.dtype) -> None:
+    model = nnsight_rnn.load(mamba())
+    bad = _state(model)
+    bad.layers[2]["ssm"] = bad.layers[2]["ssm"].to(dtype)
+    with pytest.raises(
+        StateShapeError, match=rf"layer 2 slot 'ssm' has dtype {dtype}; .*use state.to\(torch.float32\)"
+    ):
+        model.run_state(torch.randint(0, 257, (1, 3)), state=bad)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_state_with_nan_or_inf_is_reported(value: float) -> None:
+    model = nnsight_rnn.load(mamba())
+    bad = _state(model)
+    bad.layers[1]["conv"][0, 3, 0] = value
+    with pytest.raises(StateShapeError, match="layer 1 slot 'conv' holds NaN or inf"):
+        with model.trace(torch.randint(0, 257, (1, 3)), state=bad):
+            model.output.save()
+
+
+def test_state_on_the_meta_device_is_an_error() -> None:
+    model = nnsight_rnn.load(mamba())
+    bad = _state(model).to("meta")
+    with pytest.raises(StateShapeError, match=r"is on meta; the model is on cpu: use state.to\('cpu'\)"):
+        model.run_state(torch.randint(0, 257, (1, 3)), state=bad)
+
+
+def test_an_edit_of_the_wrong_shape_names_the_hook_and_the_shape():
+    model = nnsight_rnn.load(mamba())
+    with pytest.raises(
+        ValueError, match=r"hook 'layers\.1\.mixer\.hook_ssm_write' returned shape \(3,\); expected \(1, 5,"
+    ):
+        with model.trace(torch.randint(0, 257, (1, 5))):
+            model.layers[1].mixer.hook_ssm_write.output = torch.zeros(3)
+            model.output.save()
+
+
+def test_an_edit_that_brings_nan_is_reported():
+    model = nnsight_rnn.load(mamba())
+    with pytest.raises(ValueError, match=r"edit of hook 'layers\.1\.mixer\.hook_x' put NaN or inf"):
+        with model.trace(torch.randint(0, 257, (1, 5))):
+            model.layers[1].mixer.hook_x.output = model.layers[1].mixer.hook_x.output * float("nan")
+            model.output.save()
+    with model.trace(torch.randint(0, 257, (1, 5))):  # edits of the right shape still work
+        model.layers[1].mixer.hook_x.output = model.layers[1].mixer.hook_x.output * 0
+        logits = model.output.logits.save()
+    assert torch.isfinite(logits).all()

@@ -116,4 +116,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..cli import run_reporting_errors
+
+    sys.exit(run_reporting_errors(main, prog="python -m nnsight_rnn.elk"))

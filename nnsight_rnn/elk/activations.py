@@ -30,14 +30,11 @@ from typing import Any
 
 import torch
 
+from ..errors import QuirkyTokenizationError
 from .data import Item
 
 SITE_RESIDUAL = "residual"
 SITE_STATE = "state"
-
-
-class QuirkyTokenizationError(ValueError):
-    """The tokenizer splits a quirky item in a way the recipe cannot use."""
 
 
 @dataclass

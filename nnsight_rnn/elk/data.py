@@ -27,14 +27,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import corpus
+from ..errors import QuirkyDataError
 
 Item = dict[str, Any]
 ITEM_KEYS = ("statement", "choices", "character", "label", "alice_label", "bob_label", "easy")
 SPLITS = ("train", "test")
-
-
-class QuirkyDataError(ValueError):
-    """A quirky dataset file or item that cannot be used (missing keys, bad labels, ...)."""
 
 
 def make_items(seed: int, n_equations: int, split: str, level: str = "mixed") -> list[Item]:

@@ -35,13 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ProbeMismatchError
+
 METHODS = ("logreg", "lda", "mean_diff", "ccs")
 SUPERVISED = ("logreg", "lda", "mean_diff")
 ARTIFACT_KIND = "elk_probes"
-
-
-class ProbeMismatchError(ValueError):
-    """A probe applied to the wrong layer, site or feature width, or asked for but not in the set."""
 
 
 # ---------------------------------------------------------------------------------------------

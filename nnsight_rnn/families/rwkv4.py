@@ -53,6 +53,7 @@ from transformers.models.rwkv.modeling_rwkv import RwkvBlock, RwkvModel, RwkvOut
 from ..cards import Card
 from ..mixers.rwkv4 import HookableRwkv4ChannelMix, LayerState
 from ..patches import register_patch
+from ..scans.wkv4 import EMPTY_MAX
 from ..state import RecurrentState, register_state_format
 
 # nnsight warns once per block that the time-mix has a child named `output` (served as `E_output`);
@@ -167,8 +168,25 @@ def _split_hf_state(state: list[torch.Tensor] | None, n_layers: int) -> list[Lay
 
 
 def _join_hf_state(layer_states: list[LayerState]) -> list[torch.Tensor]:
-    """The state carried out of each layer -> HF's five ``(b, d, n_layers)`` tensors (fresh tensors)."""
+    """The state carried out of each layer -> HF's five ``(b, d, n_layers)`` tensors (fresh tensors).
+
+    A block that did not run (nnsight's ``layers[i].skip(...)``) carries its state through
+    unchanged: what came in, or the empty state at a fresh start.
+    """
+    template = next((layer.outputs for layer in layer_states if len(layer.outputs) == len(HF_SLOTS)), None)
+    if template is None:
+        raise ValueError("no RWKV-4 block ran, so there is no state to return")
+    for layer in layer_states:
+        if len(layer.outputs) < len(HF_SLOTS):
+            layer.outputs = {name: layer.inputs.get(name, _empty(name, template[name])) for name in HF_SLOTS}
     return [torch.stack([layer.outputs[name] for layer in layer_states], dim=-1) for name in HF_SLOTS]
+
+
+def _empty(slot: str, like: torch.Tensor) -> torch.Tensor:
+    """A slot of the empty state (fresh start), shaped like ``like`` ``[b, d]``."""
+    if slot == "max":
+        return torch.full_like(like, EMPTY_MAX)
+    return torch.zeros_like(like)
 
 
 def _capture_attention_mask(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:

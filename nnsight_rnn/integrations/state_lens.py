@@ -42,6 +42,7 @@ Cost: capturing per-position states materialises them (see docs/state-semantics.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -139,7 +140,7 @@ def capture_state_features(
 
 @dataclass
 class StateLensConfig:
-    """What a saved state lens was trained on (``config.json`` next to ``params.pt``)."""
+    """What a saved state lens was trained on (``config.json`` next to ``params.safetensors``)."""
 
     base_model_name_or_path: str
     family: str
@@ -206,24 +207,51 @@ class StateLens(nn.Module):
         return len(self.maps)
 
     def save(self, path: str | Path) -> None:
-        """``config.json`` + ``params.pt`` (maps and standardisation), like tuned-lens's format."""
+        """``config.json`` + ``params.safetensors`` (maps and standardisation; no pickle).
+
+        The config records the parameters file's sha256, checked on load.
+        """
+        from safetensors.torch import save_file
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("unembed.")}
-        torch.save(state, path / "params.pt")
-        (path / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("unembed.")}
+        save_file(state, str(path / PARAMS_FILE))
+        meta = {**asdict(self.config), "params_sha256": _sha256(path / PARAMS_FILE)}
+        (path / "config.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module) -> StateLens:
         """Load a saved lens onto ``model``; :class:`~nnsight_rnn.integrations.tuned_lens.LensMismatchError` if it
         was trained on a model with another unembedding, width, depth or state layout."""
+        from safetensors.torch import load_file
         from tuned_lens.nn.unembed import Unembed
 
+        from ..errors import ArtifactMismatchError
         from .tuned_lens import LensMismatchError, enable
 
         enable(model)
         path = Path(path)
-        config = StateLensConfig(**json.loads((path / "config.json").read_text()))
+        if not (path / PARAMS_FILE).exists():
+            legacy = (
+                " (a params.pt pickle from an older nnsight-rnn, which is never unpickled: retrain)"
+                if (path / "params.pt").exists()
+                else ""
+            )
+            raise ArtifactMismatchError(f"no state lens at {str(path)!r}: {PARAMS_FILE} is missing{legacy}")
+        try:
+            meta = json.loads((path / "config.json").read_text())
+            expected_sha = meta.pop("params_sha256")
+            config = StateLensConfig(**meta)
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise ArtifactMismatchError(
+                f"the state lens at {str(path)!r} has an unreadable or edited config.json ({type(error).__name__}: "
+                f"{error}); save it again with StateLens.save"
+            ) from None
+        if _sha256(path / PARAMS_FILE) != expected_sha:
+            raise ArtifactMismatchError(
+                f"{PARAMS_FILE} at {str(path)!r} does not match the checksum in its config.json (changed or corrupt)"
+            )
         unembed = Unembed(model)
         card = card_for(model)
         problems = []
@@ -242,11 +270,18 @@ class StateLens(nn.Module):
                 f"{card.family} model: " + "; ".join(problems) + ". Train a state lens for this model."
             )
         lens = cls(unembed, config).to(next(model.parameters()).device)
-        missing, unexpected = lens.load_state_dict(torch.load(path / "params.pt", map_location="cpu"), strict=False)
+        missing, unexpected = lens.load_state_dict(load_file(str(path / PARAMS_FILE)), strict=False)
         missing = [k for k in missing if not k.startswith("unembed.")]
         if missing or unexpected:
             raise ValueError(f"state lens at {path}: missing {missing}, unexpected {unexpected}")
         return lens
+
+
+PARAMS_FILE = "params.safetensors"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _kl_to(final_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,7 @@ import torch
 from torch import nn
 
 from ..cards import Card, UnsupportedArchitectureError, card_for
+from ..errors import LensMismatchError, ModelNotPreparedError
 from ..surgery import CARD_ATTR, get_module, install
 
 __all__ = [
@@ -87,14 +88,6 @@ _HANDLES_ATTR = "_nnsight_rnn_tuned_lens_hooks"
 _PATCHED_FLAG = "__nnsight_rnn_patched__"
 _ORIGINALS: dict[str, Any] = {}
 _ENABLED = False
-
-
-class ModelNotPreparedError(RuntimeError):
-    """A recurrent model reached tuned-lens without the hidden-state convention fix."""
-
-
-class LensMismatchError(ValueError):
-    """A saved lens does not belong to the model it is being loaded onto."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,10 +70,22 @@ class HookableMixer(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} cannot recompute states from its scan inputs")
 
 
+def known(condition: torch.Tensor, unknown: bool) -> bool:
+    """``bool(condition)``, or ``unknown`` when the value cannot be read.
+
+    Under nnsight's ``model.scan`` (fake tensors) a data-dependent branch has no value; the
+    callers pass the branch that is correct for every value (only slower), so shapes come out right.
+    """
+    try:
+        return bool(condition)
+    except Exception:  # torch's GuardOnDataDependentSymNode and kin: fake or meta tensors
+        return unknown
+
+
 def padding_mask(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
     """The ``[batch, L]`` mask if it masks anything in this call, else None (the fast path)."""
     if attention_mask is None or attention_mask.dim() != 2 or attention_mask.shape[1] != length:
         return None
-    if bool(attention_mask.all()):
+    if known(attention_mask.all(), unknown=False):
         return None
     return attention_mask

@@ -45,7 +45,7 @@ from ..hooks import HookPoint, select_positions
 from ..kernels import Mamba1Kernels, mamba1_kernels
 from ..scans.selective_scan import readout, selective_scan, state_write
 from ..upstream import cache_argument, read_linear_cache, write_linear_cache
-from .base import HookableMixer, padding_mask
+from .base import HookableMixer, known, padding_mask
 
 
 class HookableMamba1Mixer(HookableMixer):
@@ -151,7 +151,7 @@ class HookableMamba1Mixer(HookableMixer):
 
         # Causal conv over [carried window (last K-1 inputs), new inputs]: exact across calls.
         x_t = x.transpose(1, 2)  # [b, D, L]
-        if conv_in.any():
+        if known(conv_in.any(), unknown=True):
             window = torch.cat([conv_in[..., 1:].to(x.dtype), x_t], dim=-1)  # [b, D, K-1+L]
             conv = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size)
         else:  # zero carried window (a fresh prompt): let the conv pad instead of copying the sequence

@@ -31,6 +31,7 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ..hooks import HookPoint, select_positions
+from ..mixers.base import known
 from ..mixers.rwkv4 import ACTIVATION_HOOK, CARRIED_HOOK, LayerState, TokenShiftMixer
 from ..state import RecurrentState
 from ..upstream import OUTPUT_CACHE_FIELD, cache_argument, output_cache
@@ -51,6 +52,9 @@ class RwkvCache:
     Not a transformers ``Cache`` subclass: RWKV's state has no key/value axis. ``generate`` treats
     it as an opaque object (``get_seq_length``, ``reorder_cache`` for beam search).
     """
+
+    # generate() asks a cache it was handed whether it can be compiled (upstream C6): this one cannot.
+    is_compileable = False
 
     def __init__(self, layers: list[dict[str, torch.Tensor]] | None = None, seen_tokens: int = 0) -> None:
         self.layers: list[dict[str, torch.Tensor]] = [dict(layer) for layer in (layers or [])]
@@ -136,7 +140,7 @@ def call_mask(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor 
             f"attention_mask must be [batch, seq] with seq >= the {length} input positions; got {tuple(attention_mask.shape)}"
         )
     mask = attention_mask[:, -length:]
-    return None if bool(mask.all()) else mask
+    return None if known(mask.all(), unknown=False) else mask
 
 
 def cache_layers(cache: Any, n_layers: int, batch: int) -> list[LayerCall]:
@@ -468,7 +472,7 @@ class RwkvCausalLM(RwkvPreTrainedBase, GenerationMixin):
 
 
 def _cache_to_kwargs(model: Any, state: RecurrentState) -> dict[str, Any]:
-    return {"past_key_values": RwkvCache.from_state(state), "use_cache": True}
+    return {OUTPUT_CACHE_FIELD: RwkvCache.from_state(state), "use_cache": True}
 
 
 def _cache_from_output(model: Any, card: Any, output: Any) -> RecurrentState:

@@ -56,14 +56,12 @@ from typing import Any
 
 import torch
 
+from ..errors import RemoteKeyError
+
 KEY_CLASS = "nnsight_rnn.model.HookedLanguageModel"
 """Import path at the front of every nnsight-rnn model key (what the server imports)."""
 
 DEFAULT_TASK = "text-generation"
-
-
-class RemoteKeyError(ValueError):
-    """A model that cannot be named by a model key (built in memory), or a key that cannot be rebuilt."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ except ImportError:  # pragma: no cover - older layout
     from transformer_lens.hook_points import HookedRootModule  # type: ignore[no-redef]
 
 from ..cards import Card
+from ..errors import UnknownTLHookError
 from ..hooks import HookPoint as RNNHookPoint
 from ..hooks import hook_points as rnn_hook_points
 from ..surgery import _resolve_card, get_module, install, layers_of, standard_path
@@ -73,13 +74,6 @@ HF_PREFIX = "hf_model"
 EMBED_NORMS = ("pre_ln", "pre_norm")
 # ``blocks.{i}.mixer.hook_ssm_state_flat``: a per-position state hook as ``[b, pos, prod(state dims)]``.
 FLAT_SUFFIX = "_flat"
-
-
-class UnknownTLHookError(KeyError):
-    """A TransformerLens hook name this model does not have."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 # -- bridges: where a TransformerLens hook point reads and writes its value -----------------------------------

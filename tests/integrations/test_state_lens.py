@@ -75,6 +75,27 @@ def test_train_save_load(family: str, tmp_path: Any) -> None:
     other = tl_rnn.enable(FAMILIES[family]())
     with pytest.raises(tl_rnn.LensMismatchError, match="unembedding"):
         StateLens.load(tmp_path, other)
+    assert not list(tmp_path.glob("*.pt"))  # safetensors + JSON only: nothing a load would unpickle
+
+
+def test_tampered_or_pickled_state_lens_is_refused(tmp_path: Any) -> None:
+    from nnsight_rnn.errors import ArtifactMismatchError
+
+    model = tl_rnn.enable(FAMILIES["mamba"]())
+    StateLens.from_model(model, torch.randint(0, 257, (2, 8))).save(tmp_path)
+    params = tmp_path / "params.safetensors"
+    data = bytearray(params.read_bytes())
+    data[-1] ^= 1
+    params.write_bytes(bytes(data))
+    with pytest.raises(ArtifactMismatchError, match="does not match the checksum"):
+        StateLens.load(tmp_path, model)
+    config = tmp_path / "config.json"
+    config.write_text(config.read_text()[:20])  # truncated
+    with pytest.raises(ArtifactMismatchError, match=r"unreadable or edited config\.json"):
+        StateLens.load(tmp_path, model)
+    params.rename(tmp_path / "params.pt")  # an old pickle-format lens
+    with pytest.raises(ArtifactMismatchError, match="never unpickled"):
+        StateLens.load(tmp_path, model)
 
 
 def test_transformers_have_no_state_lens() -> None:
