@@ -7,6 +7,7 @@
 """
 
 from . import families  # noqa: F401  (registers family patches and state formats)
+from ._version import __version__ as __version__
 from .cards import Card, all_cards, card_for, get_card, register_card
 from .errors import (
     ArtifactMismatchError,
@@ -21,8 +22,6 @@ from .hooks import HookPoint
 from .model import HookedLanguageModel, load
 from .state import RecurrentState
 from .surgery import install
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ArtifactMismatchError",

@@ -37,8 +37,6 @@ class Card:
         mixer_kind: the hookable mixer that replaces the original mixer (``"mamba1"``,
             ``"mamba2"``, ``"rwkv4"``) or ``"none"`` for transformers (no swap).
         patches: model-level fixes applied after the swap (names in ``nnsight_rnn.patches``).
-        state_format: how the carried state is stored by the HF model (``"linear_attention_cache"``,
-            ``"rwkv4_state"``) or ``"none"``.
         hidden_states: ``"rnn"`` (``[out_0..out_{n-1}, norm(out_{n-1})]``) or ``"transformer"``
             (``[emb, out_0..out_{n-2}, norm(out_{n-1})]``) for ``output_hidden_states``.
         capabilities: capability -> reason (padding, generation, state round-trip, ...).
@@ -46,6 +44,11 @@ class Card:
         rename: extra nnsight ``rename=`` entries (module path -> envoy name), e.g. a module whose
             HF name collides with an nnsight attribute.
         notes: free text shown in the hook reference.
+        tl_aliases: TransformerLens alias names (``[tl]``: ``mixer_in``, ``mixer_out``, ``mlp_in``,
+            ``mlp_out`` -> names relative to ``blocks.{i}``) added to the standard block-level hooks.
+        residual_writers: block submodules (paths relative to a layer) whose outputs are added to the
+            residual stream; zeroing their weights makes a block the identity (``elk.adapter.grow``).
+            Empty: the family cannot be grown.
         contract_config: config overrides for a tiny random model of this family (``[contract]
             tiny_config``), on which :mod:`nnsight_rnn.contract` checks the upstream contract
             the first time the family is loaded in a process. Empty: no check.
@@ -57,12 +60,13 @@ class Card:
     modules: dict[str, str]
     mixer_kind: str = "none"
     patches: tuple[str, ...] = ()
-    state_format: str = "none"
     hidden_states: str = "transformer"
     capabilities: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     rename: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    residual_writers: tuple[str, ...] = ()
+    tl_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     contract_config: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -95,15 +99,27 @@ class Card:
             modules=modules,
             mixer_kind=data.get("mixer_kind", "none"),
             patches=tuple(data.get("patches", ())),
-            state_format=data.get("state_format", "none"),
             hidden_states=hidden,
             capabilities=dict(data.get("capabilities", {})),
             aliases=dict(data.get("aliases", {})),
             rename=dict(data.get("rename", {})),
             notes=data.get("notes", ""),
+            residual_writers=tuple(data.get("residual_writers", ())),
+            tl_aliases=_tl_aliases(data),
             contract_config=dict(data.get("contract", {}).get("tiny_config", {})),
             source=source,
         )
+
+
+TL_ALIAS_KEYS = ("mixer_in", "mixer_out", "mlp_in", "mlp_out")
+
+
+def _tl_aliases(data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    table = dict(data.get("tl", {}))
+    unknown = set(table) - set(TL_ALIAS_KEYS)
+    if unknown:
+        raise ValueError(f"card {data['family']!r}: unknown [tl] keys {sorted(unknown)}; known: {list(TL_ALIAS_KEYS)}")
+    return {key: tuple(names) for key, names in table.items()}
 
 
 _CARDS: dict[str, Card] = {}

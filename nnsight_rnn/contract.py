@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .cards import Card
+from .carry import state_from_output, state_to_forward_kwargs
 from .upstream import TESTED, UpstreamContractError, versions_line
 
 CONTRACT_ENV = "NNSIGHT_RNN_CONTRACT"
@@ -74,8 +75,6 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> str | None:
 
 def run_checks(card: Card, model_cls: type[nn.Module], config_cls: type, install: Install) -> CheckResult:
     """Run every check of the module docstring on a tiny model of ``model_cls``; never raises for a failed check."""
-    from .state import state_from_output, state_to_forward_kwargs
-
     t0 = time.perf_counter()
     passed: list[str] = []
     failed: dict[str, str] = {}
@@ -163,8 +162,6 @@ class _StockUnusable(Exception):
 
 def _carry(model: nn.Module, card: Card, output: Any) -> dict[str, Any]:
     """Forward kwargs that continue from ``output``'s cache, for a hooked or an untouched model."""
-    from .state import state_from_output, state_to_forward_kwargs
-
     return state_to_forward_kwargs(model, card, state_from_output(model, card, output), 1)
 
 

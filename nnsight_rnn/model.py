@@ -23,11 +23,13 @@ from nnsight.intervention.envoy import traceable
 from nnsight.modeling.transformers import TransformersModel
 
 from .cards import Card, card_for, get_card
+from .carry import state_from_output, state_to_forward_kwargs
+from .envoys import SuggestingEnvoy
 from .errors import UnknownHookError
 from .hooks import HookPoint
-from .remote import RemotableHookedModel
+from .remote.remotable import RemotableHookedModel
 from .sources import hub_error, resolve
-from .state import RecurrentState, state_from_output, state_to_forward_kwargs
+from .state import RecurrentState
 from .surgery import install, name_hook_points, rename_map
 
 
@@ -60,6 +62,7 @@ class HookedLanguageModel(RemotableHookedModel, TransformersModel):
         if tokenizer is None:
             tokenizer = _find_tokenizer(model)
         kwargs.setdefault("task", "text-generation")
+        kwargs.setdefault("envoys", SuggestingEnvoy)  # misspelled names get the nearest ones
         super().__init__(model, *args, tokenizer=tokenizer, rename=rename, **kwargs)
 
     # -- module preparation (meta skeleton and real weights alike) --------------------------

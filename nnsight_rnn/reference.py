@@ -12,6 +12,7 @@ import torch
 
 from .cards import Card, all_cards
 from .hooks import HookPoint
+from .mixers import mixer_class
 from .surgery import install, standard_path
 
 
@@ -55,7 +56,8 @@ def describe(card: Card) -> str:
     """Markdown section for one card."""
     lines = [f"## `{card.family}`", "", card.description, ""]
     lines.append(f"- matches `config.model_type` in {list(card.model_types)}")
-    lines.append(f"- mixer kind: `{card.mixer_kind}`; carried state format: `{card.state_format}`")
+    fmt = mixer_class(card.mixer_kind).state_format if card.is_recurrent else None
+    lines.append(f"- mixer kind: `{card.mixer_kind}`; carried state format: `{fmt.name if fmt else 'none'}`")
     lines.append("- modules: " + ", ".join(f"`{k}` = `{v}`" for k, v in card.modules.items()))
     for cap, reason in card.capabilities.items():
         lines.append(f"- {cap}: {reason}")

@@ -2,22 +2,20 @@
 
 ``RecurrentState.layers[i]`` maps slot names (``"conv"``, ``"ssm"`` for Mamba; see each mixer's
 ``state_slots``) to ``[batch, ...]`` tensors. It is what a prefix leaves behind and what a
-continuation starts from: ``model.trace(suffix, state=state)``. Converting to the HF cache
-always copies, so one state can seed many continuations (HF caches are mutated in place).
+continuation starts from: ``model.trace(suffix, state=state)``. Converting to the HF cache (the
+mixer's ``state_format``, see :mod:`nnsight_rnn.carry`) always copies, so one state can seed many
+continuations (HF caches are mutated in place).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .cards import Card
 from .errors import StateShapeError
-from .mixers import mixer_class
 
 
 @dataclass
@@ -55,14 +53,15 @@ class RecurrentState:
             self.family, [{k: v.expand(batch, *v.shape[1:]).clone() for k, v in layer.items()} for layer in self.layers]
         )
 
-    def validate(self, model: nn.Module, card: Card, batch: int | None = None) -> None:
+    def validate(
+        self, model: nn.Module, family: str, slots: dict[str, tuple[int, ...]], batch: int | None = None
+    ) -> None:
         """Raise :class:`StateShapeError` naming the first slot whose shape, dtype or device is wrong, or that holds NaN / inf.
 
         Allowed dtypes: the model's parameter dtype and float32 (nothing is cast silently).
         """
-        if self.family != card.family:
-            raise StateShapeError(f"this state was made for a {self.family!r} model, not {card.family!r}")
-        slots = mixer_class(card.mixer_kind).state_slots(model.config)
+        if self.family != family:
+            raise StateShapeError(f"this state was made for a {self.family!r} model, not {family!r}")
         n_layers = model.config.num_hidden_layers
         if len(self.layers) != n_layers:
             raise StateShapeError(f"state has {len(self.layers)} layers; the model has {n_layers}")
@@ -98,70 +97,6 @@ class RecurrentState:
                         f"layer {i} slot {name!r} holds NaN or inf values: the logits would be NaN. Check the edit or "
                         f"computation that produced this state"
                     )
-
-
-# --- HF storage formats, by card.state_format ------------------------------------------------
-
-
-def _linear_cache_from_state(model: nn.Module, state: RecurrentState) -> dict[str, Any]:
-    from .upstream import mamba_cache_kwargs, new_linear_cache, write_linear_cache
-
-    cache = new_linear_cache(model.config)
-    for i, layer in enumerate(state.layers):
-        write_linear_cache(cache, i, layer["conv"].clone(), layer["ssm"].clone(), new_tokens=0)
-    return {**mamba_cache_kwargs(cache), "use_cache": True}
-
-
-def _linear_cache_to_state(model: nn.Module, card: Card, output: Any) -> RecurrentState:
-    from .upstream import output_cache, read_linear_cache
-
-    cache = output_cache(output)
-    if cache is None:
-        raise ValueError("the output carries no state: run the trace with use_cache=True (or state=...)")
-    layers = []
-    for i in range(model.config.num_hidden_layers):
-        conv, ssm = read_linear_cache(cache, i)
-        if conv is None or ssm is None:
-            raise ValueError(f"layer {i} stored no state in this output's cache")
-        layers.append({"conv": conv.clone(), "ssm": ssm.clone()})
-    return RecurrentState(card.family, layers)
-
-
-STATE_FORMATS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[..., RecurrentState]]] = {
-    "linear_attention_cache": (_linear_cache_from_state, _linear_cache_to_state),
-}
-
-
-def register_state_format(
-    name: str,
-    to_forward_kwargs: Callable[[nn.Module, RecurrentState], dict[str, Any]],
-    from_output: Callable[[nn.Module, Card, Any], RecurrentState],
-) -> None:
-    """Teach nnsight-rnn how a family stores its carried state in HF forward kwargs / outputs."""
-    STATE_FORMATS[name] = (to_forward_kwargs, from_output)
-
-
-def _format(card: Card) -> tuple[Callable[..., dict[str, Any]], Callable[..., RecurrentState]]:
-    if card.state_format not in STATE_FORMATS:
-        raise ValueError(
-            f"{card.family!r} models have no carried state (state_format={card.state_format!r}); "
-            f"stateful families: formats {sorted(STATE_FORMATS)}"
-        )
-    return STATE_FORMATS[card.state_format]
-
-
-def state_to_forward_kwargs(model: nn.Module, card: Card, state: RecurrentState, batch: int | None) -> dict[str, Any]:
-    """Validate ``state`` and turn it into the HF forward kwargs that start from it (copies)."""
-    if not isinstance(state, RecurrentState):
-        raise TypeError(f"state= must be a nnsight_rnn.RecurrentState, got {type(state).__name__}")
-    to_kwargs = _format(card)[0]
-    state.validate(model, card, batch)
-    return to_kwargs(model, state)
-
-
-def state_from_output(model: nn.Module, card: Card, output: Any) -> RecurrentState:
-    """The state an HF forward output carries out (``use_cache=True`` runs), as copies."""
-    return _format(card)[1](model, card, output)
 
 
 def save_state(state: RecurrentState, path: str, model: Any) -> None:

@@ -20,7 +20,7 @@ Vectors (:class:`SteeringVectors`, one per layer):
 - ``kind="state"`` (recurrent models only): the same contrast on the carried state each layer
   holds after ``prompt + prefix + letter`` (every slot of the family, e.g. Mamba's ``conv`` and
   ``ssm``, RWKV-4's token shifts and WKV numerator / denominator), taken in the family's
-  *linear* state coordinates (:data:`STATE_SPACES`: identity for Mamba / Mamba-2; RWKV-4's
+  *linear* state coordinates (the mixer's ``state_format``: identity for Mamba / Mamba-2; RWKV-4's
   ``(num, den, max)`` becomes ``num * e^max`` and ``den * e^max``, the quantities the
   recurrence is linear in). Applied by adding ``multiplier * vector`` to the state carried out
   of the prompt before the answer prefix is run from it; this edits what every later position
@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from .carry import state_format
 from .errors import SteeringDataError
 from .state import RecurrentState
 
@@ -262,7 +263,7 @@ def _chunks(n: int, size: int) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class StateSpace:
-    """How to average, subtract and add carried states of one state format.
+    """How to average, subtract and add carried states of one state format (from the mixer's ``state_format``).
 
     Attributes:
         name: recorded with saved state vectors.
@@ -277,62 +278,16 @@ class StateSpace:
     add: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], float], dict[str, torch.Tensor]]
 
 
-def _identity_linear(slots: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.float() for k, v in slots.items()}
-
-
-def _identity_add(
-    slots: dict[str, torch.Tensor], delta: dict[str, torch.Tensor], alpha: float
-) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in slots.items():
-        out[k] = v + (alpha * delta[k]).to(v.dtype) if k in delta else v.clone()
-    return out
-
-
-def _rwkv4_linear(slots: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    scale = slots["max"].double().exp()  # WKV numerator = num * e^max, denominator = den * e^max
-    return {
-        "att_shift": slots["att_shift"].float(),
-        "ffn_shift": slots["ffn_shift"].float(),
-        "num": (slots["num"].double() * scale).float(),
-        "den": (slots["den"].double() * scale).float(),
-    }
-
-
-def _rwkv4_add(slots: dict[str, torch.Tensor], delta: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-    out = {k: v.clone() for k, v in slots.items()}
-    for k in ("att_shift", "ffn_shift"):
-        if k in delta:
-            out[k] = slots[k] + (alpha * delta[k]).to(slots[k].dtype)
-    unscale = (-slots["max"].double()).exp()  # keep max; express the linear delta at its scale
-    for k in ("num", "den"):
-        if k in delta:
-            out[k] = (slots[k].double() + alpha * delta[k].double() * unscale).to(slots[k].dtype)
-    return out
-
-
-STATE_SPACES: dict[str, StateSpace] = {
-    "linear_attention_cache": StateSpace("identity", _identity_linear, _identity_add),
-    "rwkv4_state": StateSpace("rwkv4_linear_wkv", _rwkv4_linear, _rwkv4_add),
-}
-"""State format (``card.state_format``) -> :class:`StateSpace`. Unlisted formats use the identity."""
-
-
-def register_state_space(state_format: str, space: StateSpace) -> None:
-    """Declare the linear state coordinates of a state format (for a new recurrent family)."""
-    STATE_SPACES[state_format] = space
-
-
 def state_space(model: Any) -> StateSpace:
     """The :class:`StateSpace` of ``model``'s card; raises ``ValueError`` for a model without state."""
     card = model.card
-    if not card.is_recurrent or card.state_format == "none":
+    if not card.is_recurrent:
         raise ValueError(
             f"{card.family!r} models carry no recurrent state; state steering needs a recurrent model "
             "(steer the residual stream with kind='residual' instead)"
         )
-    return STATE_SPACES.get(card.state_format, STATE_SPACES["linear_attention_cache"])
+    fmt = state_format(card)  # declared by the family's mixer: no table here
+    return StateSpace(fmt.linear_name, fmt.to_linear, fmt.add_linear)
 
 
 # ---------------------------------------------------------------------------------------------

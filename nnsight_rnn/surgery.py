@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from . import contract
 from .cards import Card, card_for, get_card
 from .hooks import HookPoint
 from .mixers import HookableMixer, mixer_class
+from .mixers.base import known
 from .patches import apply_patch
 
 CARD_ATTR = "nnsight_rnn_card"
@@ -58,9 +60,39 @@ def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
             setattr(parent, attr, cls.from_original(original, config, layer_idx))
     for patch in card.patches:
         apply_patch(patch, model)
+    _check_token_ids_on(model, get_module(model, card.modules["embed"]))
     setattr(model, CARD_ATTR, card.family)
     name_hook_points(model, card)
     return model
+
+
+_IDS_CHECK_ATTR = "_nnsight_rnn_checks_ids"
+
+
+def _check_token_ids_on(model: nn.Module, embed: nn.Module) -> None:
+    """A forward pre-hook on the model: an empty prompt or a token id outside the vocabulary is a
+    clear error (was a conv1d RuntimeError, a reshape error or "index out of range in self")."""
+    if getattr(model, _IDS_CHECK_ATTR, False) or not isinstance(embed, nn.Embedding):
+        return
+    vocab = embed.num_embeddings
+
+    def check(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if not isinstance(ids, torch.Tensor) or ids.is_floating_point():
+            return
+        if ids.numel() == 0:
+            raise ValueError(
+                f"the input has no tokens (input_ids of shape {tuple(ids.shape)}): pass a non-empty prompt"
+            )
+        if known(((ids < 0) | (ids >= vocab)).any(), unknown=False):
+            bad = ids[(ids < 0) | (ids >= vocab)].flatten()[0].item()
+            raise ValueError(
+                f"token id {bad} is outside this model's vocabulary (ids 0..{vocab - 1}): "
+                "the tokenizer or the ids do not belong to this model"
+            )
+
+    model.register_forward_pre_hook(check, with_kwargs=True)
+    setattr(model, _IDS_CHECK_ATTR, True)
 
 
 def forget_nnsight_wrapping(model: nn.Module) -> None:

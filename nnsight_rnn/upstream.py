@@ -25,9 +25,15 @@ RWKV-5/6/7 models are ours end to end. What is left:
  C5    ``generate`` hands the cache back to ``forward`` under the    ``past_key_values`` <= 5.23,
        name of C1 (our RWKV-5/6/7 models accept both)               ``cache`` >= 5.24
  C6    ``generate`` builds no ``DynamicCache`` for a class whose     5.23 - 5.25
-       name contains ``rwkv`` (our RWKV-5/6/7 carry their own cache)
+       name contains ``rwkv`` (our RWKV-5/6/7 carry their own         (``is_linear`` read by
+       ``RwkvCache``: ``get_seq_length``, ``reorder_cache``,          5.24 only)
+       ``is_compileable``, ``is_linear``)
  C7    RWKV-4: ``modeling_rwkv.RwkvBlock`` / ``RwkvModel`` /         5.23 - 5.25
        ``RwkvOutput`` and the ``state`` keyword / output field
+ C8    ``generate`` picks the cache keyword of a model by            <= 5.23 (``cache`` for all
+       ``"mamba" in class name`` (``cache_params``, else               from 5.24)
+       ``past_key_values``): a Mamba variant's class needs
+       "mamba" in its name there (the contract check catches it)
 =====  ==========================================================  ============================
 
 :data:`TESTED` is the range CI runs (``.ci/run``: the newest release a fresh install resolves,

@@ -755,7 +755,7 @@ def build_model(name: str, *, force: bool = False, progress: bool = True, positi
     """
     from transformers import __version__ as transformers_version
 
-    from . import __version__
+    from ._version import __version__
     from .tokenizer import byte_tokenizer
 
     spec = get_spec(name)

@@ -1,14 +1,17 @@
 """Tiny random models of every card, built from configs (no downloads), for cross-family tests.
 
-``FAMILIES`` maps a card family to a factory returning an untouched HF model in eval mode.
-``STATE_HOOKS`` names, per recurrent family, the (write, readout, carried-in) hook points of its
-main recurrent state, relative to ``layers[i].mixer``. Families whose hookable mixer is not
-registered are left out of the recurrent lists automatically.
+``FAMILIES`` maps a card family to a factory returning an untouched HF model in eval mode: adding a
+family's tests is one factory here (its mixer kind, state hooks and block reach are read off the card
+and the mixer). ``STATE_HOOKS[family]`` names the (write, readout, carried-in) hook points of its main
+recurrent state, relative to ``layers[i].mixer``. Families whose hookable mixer is not registered are
+left out of the recurrent lists automatically.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import (
@@ -24,7 +27,12 @@ from transformers import (
     MambaForCausalLM,
 )
 
+import nnsight_rnn
+from nnsight_rnn.cards import get_card
+from nnsight_rnn.hooks import HookPoint
 from nnsight_rnn.mixers import MIXER_KINDS
+from nnsight_rnn.mixers.rwkv4 import TokenShiftMixer
+from nnsight_rnn.surgery import get_module, layers_of
 
 VOCAB = 300
 
@@ -112,17 +120,21 @@ def llama() -> torch.nn.Module:
     return LlamaForCausalLM(cfg).eval()
 
 
+# Family -> tiny model factory. The mixer kind comes from the family's card (no second table).
+_FACTORIES: dict[str, Callable[[], torch.nn.Module]] = {
+    "mamba": mamba,
+    "falcon_mamba": falcon_mamba,
+    "mamba2": mamba2,
+    "rwkv4": rwkv4,
+    "rwkv7": rwkv7,
+    "rwkv6": rwkv6,
+    "rwkv5": rwkv5,
+    "gpt2": gpt2,
+    "gpt_neox": gpt_neox,
+    "llama": llama,
+}
 _ALL: dict[str, tuple[Callable[[], torch.nn.Module], str]] = {
-    "mamba": (mamba, "mamba1"),
-    "falcon_mamba": (falcon_mamba, "mamba1"),
-    "mamba2": (mamba2, "mamba2"),
-    "rwkv4": (rwkv4, "rwkv4"),
-    "rwkv7": (rwkv7, "rwkv7"),
-    "rwkv6": (rwkv6, "rwkv6"),
-    "rwkv5": (rwkv5, "rwkv5"),
-    "gpt2": (gpt2, "none"),
-    "gpt_neox": (gpt_neox, "none"),
-    "llama": (llama, "none"),
+    name: (factory, get_card(name).mixer_kind) for name, factory in _FACTORIES.items()
 }
 
 FAMILIES: dict[str, Callable[[], torch.nn.Module]] = {
@@ -131,31 +143,62 @@ FAMILIES: dict[str, Callable[[], torch.nn.Module]] = {
 RECURRENT = [name for name, (_, kind) in _ALL.items() if kind != "none" and kind in MIXER_KINDS]
 TRANSFORMERS = [name for name, (_, kind) in _ALL.items() if kind == "none"]
 
-# (write hook, readout hook, carried-in hook) of the main recurrent state, under layers[i].mixer.
-STATE_HOOKS: dict[str, tuple[str, str, str]] = {
-    "mamba": ("hook_ssm_write", "hook_ssm_state", "hook_ssm_state_in"),
-    "falcon_mamba": ("hook_ssm_write", "hook_ssm_state", "hook_ssm_state_in"),
-    "mamba2": ("hook_ssm_write", "hook_ssm_state", "hook_ssm_state_in"),
-    "rwkv4": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
-    "rwkv7": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
-    "rwkv6": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
-    "rwkv5": ("hook_wkv_write", "hook_wkv_state", "hook_wkv_state_in"),
-}
 
-# Positions after t whose logits an edit of the last mixer's output at t reaches, through the rest of the
-# last block: none for Mamba-style blocks (position-wise after the mixer); RWKV's channel mix token-shifts
-# its input, so the next position sees it too.
-LAST_BLOCK_REACH: dict[str, int] = {
-    "mamba": 0,
-    "falcon_mamba": 0,
-    "mamba2": 0,
-    "rwkv4": 1,
-    "rwkv7": 1,
-    "rwkv6": 1,
-    "rwkv5": 1,
-}
+@functools.cache
+def state_hooks(family: str) -> tuple[str, str, str]:
+    """(write hook, readout hook, carried-in hook) of the main recurrent state, under ``layers[i].mixer``.
 
-# Mixer hooks through which a layer reads an earlier layer's activations other than the residual stream
-# (RWKV-7's value residual: every layer mixes layer 0's value in). Patching a residual alone does not
-# screen off the clean run there.
-CROSS_LAYER_HOOKS: dict[str, str] = {"rwkv7": "hook_v_first"}
+    Read off the family's mixer: its one ``state_write`` and one ``state_readout`` hook point, and the
+    carried-in hook named after the readout (``hook_ssm_state`` -> ``hook_ssm_state_in``).
+    """
+    model = nnsight_rnn.install(FAMILIES[family]())
+    card = nnsight_rnn.get_card(family)
+    mixer = get_module(layers_of(model, card)[0], card.modules["mixer"])
+    points = {name: hp for name, hp in mixer.named_children() if isinstance(hp, HookPoint)}
+    (write,) = [n for n, hp in points.items() if hp.kind == "state_write"]
+    (readout,) = [n for n, hp in points.items() if hp.kind == "state_readout"]
+    assert f"{readout}_in" in points, f"{family}: no carried-in hook {readout}_in"
+    return write, readout, f"{readout}_in"
+
+
+class _StateHooks:
+    """``STATE_HOOKS[family]`` -> :func:`state_hooks` (computed from the mixer on first use)."""
+
+    def __getitem__(self, family: str) -> tuple[str, str, str]:
+        return state_hooks(family)
+
+    def get(self, family: str | None, default: Any = None) -> Any:
+        return state_hooks(family) if family in RECURRENT else default
+
+    def __contains__(self, family: object) -> bool:
+        return family in RECURRENT
+
+    def __iter__(self) -> Any:
+        return iter(RECURRENT)
+
+
+STATE_HOOKS = _StateHooks()
+
+
+def last_block_reach(model: torch.nn.Module) -> int:
+    """Positions after t whose logits an edit of the last mixer's output at t reaches through the rest of the
+    last block: 0 where the block is position-wise after the mixer (Mamba), 1 where its MLP token-shifts its
+    input (RWKV's channel mix), read off the model."""
+    card = nnsight_rnn.card_for(model)
+    mlp = card.modules.get("mlp")
+    layer = layers_of(model, card)[-1]
+    return 1 if mlp and isinstance(get_module(layer, mlp), TokenShiftMixer) else 0
+
+
+class _CrossLayerHooks:
+    """``CROSS_LAYER_HOOKS.get(family)``: the mixer hook through which a layer reads an earlier layer's
+    activations other than the residual stream (RWKV-7's value residual), declared by the mixer class
+    (``cross_layer_hooks``). Patching a residual alone does not screen off the clean run there."""
+
+    def get(self, family: str | None, default: Any = None) -> Any:
+        card = get_card(family) if family in FAMILIES else None
+        hooks = MIXER_KINDS[card.mixer_kind].cross_layer_hooks if card and card.mixer_kind in MIXER_KINDS else ()
+        return hooks[0] if hooks else default
+
+
+CROSS_LAYER_HOOKS = _CrossLayerHooks()

@@ -8,7 +8,7 @@ import torch
 import nnsight_rnn
 from nnsight_rnn.capture import capture_scan_inputs, capture_states, recompute_states
 
-from .families import FAMILIES, LAST_BLOCK_REACH, RECURRENT, STATE_HOOKS
+from .families import FAMILIES, RECURRENT, STATE_HOOKS, last_block_reach
 
 
 @pytest.fixture(params=RECURRENT)
@@ -48,7 +48,7 @@ def test_editing_selected_readout_changes_only_those_positions(family: str) -> N
     finally:
         hook.positions = None
     diff = (edited - base).abs().amax(dim=(0, 2))
-    assert (diff > 0).nonzero().flatten().tolist() == list(range(6, 7 + LAST_BLOCK_REACH[family])), diff
+    assert (diff > 0).nonzero().flatten().tolist() == list(range(6, 7 + last_block_reach(model._module))), diff
 
 
 def test_position_out_of_range_is_a_clear_error(family: str) -> None:

@@ -16,8 +16,8 @@ from nnsight_rnn import zoo
 SHIPPED = sorted(p.name for p in zoo.SHIPPED.iterdir() if p.is_dir())
 
 
-def test_the_demo_model_ships() -> None:
-    assert "mamba-tiny" in SHIPPED
+def test_every_zoo_model_ships() -> None:
+    assert SHIPPED == sorted(name.removeprefix("zoo/") for name in zoo.available())
     assert zoo.shipped_info("zoo/mamba-tiny") is not None, "the shipped mamba-tiny no longer matches its recipe"
 
 
@@ -68,3 +68,15 @@ def test_a_rebuild_reproduces_the_shipped_recipe(name: str, tmp_path: Path, monk
     assert rebuilt["steps"] == shipped["steps"] and rebuilt["seed"] == shipped["seed"]
     # Deterministic on one machine; other CPUs / BLAS builds may round differently: 5 % on the held-out loss.
     assert abs(rebuilt["metrics"]["loss"] - shipped["metrics"]["loss"]) <= 0.05 * shipped["metrics"]["loss"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_meet_the_documented_quality(name: str) -> None:
+    """The held-out metrics recorded when the shipped copy was built meet zoo.QUALITY (docs/zoo.md)."""
+    info = zoo.shipped_info(name)
+    assert info is not None
+    metrics, bar = info["metrics"], zoo.QUALITY[f"zoo/{name}"]
+    assert metrics["loss"] <= bar["loss_ratio"] * metrics["unigram_loss"]
+    for key, low in bar.items():
+        if key != "loss_ratio":
+            assert metrics[key] >= low, (key, metrics[key], low)

@@ -21,7 +21,7 @@ from nnsight_rnn.artifacts import ArtifactMismatchError
 from nnsight_rnn.elk import probes as P
 from nnsight_rnn.elk.__main__ import main as elk_main
 from nnsight_rnn.elk.activations import QuirkyTokenizationError, length_batches
-from nnsight_rnn.elk.adapter import RESIDUAL_WRITERS, grow
+from nnsight_rnn.elk.adapter import grow
 from nnsight_rnn.elk.data import QuirkyDataError
 from nnsight_rnn.tokenizer import byte_tokenizer
 
@@ -332,7 +332,7 @@ def test_finetune_last_layers_only_and_two_stages():
     assert result.shortfall() is None  # no target, no shortfall
 
 
-@pytest.mark.parametrize("family", sorted(RESIDUAL_WRITERS))
+@pytest.mark.parametrize("family", sorted(f for f, c in nnsight_rnn.all_cards().items() if c.residual_writers))
 def test_grow_appends_an_identity_block(family):
     model = nnsight_rnn.load(getattr(families, family)(), tokenizer=byte_tokenizer())
     grown = grow(model)
@@ -342,7 +342,7 @@ def test_grow_appends_an_identity_block(family):
         before, after = model._module(input_ids=ids).logits, grown._module(input_ids=ids).logits
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)  # the new block adds exactly zero
     new, last = grown.layers[-1]._module, model.layers[-1]._module
-    writers = {f"{w}.weight" for w in RESIDUAL_WRITERS[family]}
+    writers = {f"{w}.weight" for w in nnsight_rnn.get_card(family).residual_writers}
     original = dict(last.named_parameters())
     for name, p in new.named_parameters():  # a copy of the last block whose residual writers are zero
         assert torch.equal(p, torch.zeros_like(p) if name in writers else original[name]), name
@@ -351,7 +351,7 @@ def test_grow_appends_an_identity_block(family):
 
 def test_grow_refuses_a_family_it_does_not_know():
     model = nnsight_rnn.load(families.rwkv7())
-    with pytest.raises(ValueError, match=r"cannot grow a 'rwkv7' model.*RESIDUAL_WRITERS"):
+    with pytest.raises(ValueError, match=r"cannot grow a 'rwkv7' model.*residual_writers"):
         grow(model)
 
 

@@ -151,3 +151,28 @@ def test_an_edit_that_brings_nan_is_reported():
         model.layers[1].mixer.hook_x.output = model.layers[1].mixer.hook_x.output * 0
         logits = model.output.logits.save()
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("family", ["mamba", "rwkv4", "rwkv7", "gpt2"])
+def test_empty_prompts_and_ids_outside_the_vocabulary_are_named(family: str) -> None:
+    from .families import FAMILIES
+
+    model = nnsight_rnn.load(FAMILIES[family]())
+    vocab = model.config.vocab_size
+    with pytest.raises(
+        ValueError, match=rf"token id {vocab + 5} is outside this model's vocabulary \(ids 0\.\.{vocab - 1}\)"
+    ):
+        with model.trace(torch.tensor([[1, vocab + 5, 2]])):
+            model.output.save()
+    with pytest.raises(ValueError, match=r"the input has no tokens .*pass a non-empty prompt"):
+        with model.trace(torch.zeros(1, 0, dtype=torch.long)):
+            model.output.save()
+
+
+def test_a_misspelled_hook_attribute_suggests_the_nearest_names():
+    model = nnsight_rnn.load(mamba())
+    with pytest.raises(AttributeError, match=r"has no attribute 'hook_ssm_stat'\. Nearest: \['hook_ssm_state'"):
+        with model.trace(torch.randint(0, 257, (1, 3))):
+            model.layers[1].mixer.hook_ssm_stat.output.save()
+    with pytest.raises(AttributeError, match=r"Nearest: \['mixer'\]"):
+        model.layers[0].mixr  # noqa: B018

@@ -14,7 +14,7 @@ import torch
 
 import nnsight_rnn
 
-from .families import FAMILIES, LAST_BLOCK_REACH, RECURRENT, STATE_HOOKS
+from .families import FAMILIES, RECURRENT, STATE_HOOKS, last_block_reach
 
 LAYER = 1
 T = 5
@@ -73,7 +73,7 @@ def test_readout_edit_at_t_changes_only_t(model, family):
         hook.output[:, T] = hook.output[:, T] * 3.0 + 1.0
         logits = model.output.logits.save()
     diff = (logits - base).abs().amax(dim=(0, 2))
-    reach = list(range(T, T + 1 + LAST_BLOCK_REACH[family]))
+    reach = list(range(T, T + 1 + last_block_reach(model._module)))
     assert (diff > 0).nonzero().flatten().tolist() == reach, diff
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import CheckpointFormat, register_format
+from .formats import CheckpointFormat, register_format
 
 
 def hf_config(original: dict[str, Any], vocab_size: int) -> Any:

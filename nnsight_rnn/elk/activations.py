@@ -125,7 +125,7 @@ def length_batches(rows: Sequence[Sequence[int]], batch_size: int) -> list[list[
 def is_recurrent(model: Any) -> bool:
     """True if the model's card has a carried state (a recurrent mixer kind)."""
     card = model.card
-    return bool(card.is_recurrent) and card.state_format != "none"
+    return bool(card.is_recurrent)
 
 
 def state_layout(model: Any) -> dict[str, tuple[int, int, tuple[int, ...]]]:

@@ -9,7 +9,7 @@ instead appends a block and trains only it, so the truthful model stays intact b
 paper's setting made explicit, not a finding about what small models keep on their own.
 
 The new block is a copy of the last one with the weights that write into the residual stream
-zeroed (:data:`RESIDUAL_WRITERS`), so the grown model computes exactly what the original did
+zeroed (the card's ``residual_writers``), so the grown model computes exactly what the original did
 (logits equal to float rounding, tested) until the block is trained.
 """
 
@@ -21,39 +21,29 @@ from typing import Any
 
 import torch
 
-# Per family: the block's submodules whose outputs are added to the residual stream. Zeroing their
-# weight (and bias) makes a block the identity. An explicit table: a family not listed cannot be grown.
-RESIDUAL_WRITERS: dict[str, tuple[str, ...]] = {
-    "mamba": ("mixer.out_proj",),
-    "falcon_mamba": ("mixer.out_proj",),
-    "mamba2": ("mixer.out_proj",),
-    "rwkv4": ("attention.output", "feed_forward.value"),
-    "llama": ("self_attn.o_proj", "mlp.down_proj"),
-    "gpt2": ("attn.c_proj", "mlp.c_proj"),
-    "gpt_neox": ("attention.dense", "mlp.dense_4h_to_h"),
-}
-
 
 def grow(model: Any) -> Any:
     """A new :class:`~nnsight_rnn.HookedLanguageModel`: ``model`` with one identity block appended.
 
     ``model`` is left as it was. The copy is rebuilt from its config with ``n + 1`` layers (so every
     layer index, cache slot and hook name is the family's own) and the weights: the original ``n``
-    blocks, then a copy of the last one with its :data:`RESIDUAL_WRITERS` zeroed. Memory: one more block.
+    blocks, then a copy of the last one with its card's ``residual_writers`` zeroed. Memory: one more block.
     """
+    from ..cards import all_cards
     from ..model import load
 
     family = model.card.family
-    if family not in RESIDUAL_WRITERS:
+    if not model.card.residual_writers:
+        growable = sorted(f for f, card in all_cards().items() if card.residual_writers)
         raise ValueError(
-            f"cannot grow a {family!r} model: no residual writers are listed for it; families that can be grown: "
-            f"{sorted(RESIDUAL_WRITERS)} (add the family to nnsight_rnn.elk.adapter.RESIDUAL_WRITERS)"
+            f"cannot grow a {family!r} model: its card lists no residual_writers; families that can be grown: "
+            f"{growable} (add `residual_writers = [...]` to the {family} card, see docs/adding-an-architecture.md)"
         )
     module = copy.deepcopy(model._module)
     blocks = module.get_submodule(model.card.modules["layers"])
     new = copy.deepcopy(blocks[-1])
     with torch.no_grad():
-        for path in RESIDUAL_WRITERS[family]:
+        for path in model.card.residual_writers:
             writer = new.get_submodule(path)
             writer.weight.zero_()
             if getattr(writer, "bias", None) is not None:

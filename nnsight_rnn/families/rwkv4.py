@@ -35,7 +35,7 @@ The attention's output projection is named ``output`` (kept for the ``state_dict
 also nnsight's name for a module's output; the card renames it ``out_proj`` in nnsight
 (``layers[i].mixer.out_proj``), see ``[rename]`` in the card.
 
-State format ``rwkv4_state``: HF's list of five ``(batch, d, n_layers)`` tensors
+State format ``rwkv4_state`` (declared by the mixer, :data:`nnsight_rnn.mixers.rwkv4.RWKV4_STATE`): HF's list of five ``(batch, d, n_layers)`` tensors
 ``[ffn_shift, att_shift, num, den, max]`` (the last three ``(batch, d_att, n_layers)`` fp32)
 <-> :class:`~nnsight_rnn.state.RecurrentState` with slots ``att_shift``, ``ffn_shift`` ``[b, d]``
 and ``num``, ``den``, ``max`` ``[b, d_att]`` per layer.
@@ -50,11 +50,9 @@ import torch
 from torch import nn
 from transformers.models.rwkv.modeling_rwkv import RwkvBlock, RwkvModel, RwkvOutput
 
-from ..cards import Card
-from ..mixers.rwkv4 import HookableRwkv4ChannelMix, LayerState
+from ..mixers.rwkv4 import HF_SLOTS, HookableRwkv4ChannelMix, LayerState
 from ..patches import register_patch
 from ..scans.wkv4 import EMPTY_MAX
-from ..state import RecurrentState, register_state_format
 
 # nnsight warns once per block that the time-mix has a child named `output` (served as `E_output`);
 # the card renames it `out_proj`, so the warning only repeats what the card documents.
@@ -62,8 +60,6 @@ warnings.filterwarnings(
     "ignore", message=r"Module '.*\.attention' has a submodule named 'output'", category=UserWarning
 )
 
-# HF's order of the five state tensors.
-HF_SLOTS = ("ffn_shift", "att_shift", "num", "den", "max")
 _MASK_ATTR = "_nnsight_rnn_attention_mask"
 
 
@@ -236,22 +232,3 @@ def patch_no_rescale(model: nn.Module) -> None:
                 block.attention.output.weight.mul_(factor)
                 block.feed_forward.value.weight.mul_(factor)
     base.layers_are_rescaled = False
-
-
-def _rwkv4_state_to_kwargs(model: nn.Module, state: RecurrentState) -> dict[str, Any]:
-    hf_state = [torch.stack([layer[name] for layer in state.layers], dim=-1).clone() for name in HF_SLOTS]
-    return {"state": hf_state, "use_cache": True}
-
-
-def _rwkv4_state_from_output(model: nn.Module, card: Card, output: Any) -> RecurrentState:
-    hf_state = getattr(output, "state", None)
-    if hf_state is None:
-        raise ValueError("the output carries no state: run the trace with use_cache=True (or state=...)")
-    layers = [
-        {name: tensor[:, :, i].clone() for name, tensor in zip(HF_SLOTS, hf_state, strict=True)}
-        for i in range(hf_state[0].shape[-1])
-    ]
-    return RecurrentState(card.family, layers)
-
-
-register_state_format("rwkv4_state", _rwkv4_state_to_kwargs, _rwkv4_state_from_output)

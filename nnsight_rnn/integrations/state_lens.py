@@ -24,7 +24,8 @@ Compare it with the tuned lens at the same depth (the recipe reports both: the r
 entering layer ``i`` and the one leaving it): the gap is what the current token's own path adds.
 It is not defined for transformers (their "memory" is the KV cache, which grows with ``t``).
 
-Features ``φ`` per mixer kind (extend :data:`STATE_SOURCES` for others):
+Features ``φ`` per mixer kind, declared by the mixer (``state_format.lens``, a
+:class:`~nnsight_rnn.mixers.base.StateLensSource`):
 
 - ``mamba1``: ``hook_ssm_state`` ``[b, L, d_inner, N]`` (``h_t``, after the write of ``t``), flattened
   to ``d_inner * N``;
@@ -45,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,55 +55,28 @@ import torch
 from torch import nn
 
 from ..cards import card_for
+from ..mixers import MIXER_KINDS, mixer_class
+from ..mixers.base import StateLensSource
 from ..surgery import CARD_ATTR, get_module, install
 
-
-@dataclass(frozen=True)
-class StateSource:
-    """Where a mixer kind's state is read and how it becomes features.
-
-    ``hooks``: hook point names under ``layers[i].mixer`` that must be captured;
-    ``features(captured) -> [b, L, d_state]`` from the captured values by hook name.
-    """
-
-    hooks: tuple[str, ...]
-    features: Callable[[dict[str, torch.Tensor]], torch.Tensor]
-    description: str
-
-
-def _flatten_ssm(captured: dict[str, torch.Tensor]) -> torch.Tensor:
-    h = captured["hook_ssm_state"]
-    return h.reshape(h.shape[0], h.shape[1], -1).float()
-
-
-def _rwkv4_features(captured: dict[str, torch.Tensor]) -> torch.Tensor:
-    read = captured["hook_wkv_state"].float()  # [b, L, 3, d_att], state read at t (before t's write)
-    last = captured["hook_wkv_state_out"].float()  # [b, 3, d_att], state after the last position
-    after = torch.cat([read[:, 1:], last[:, None]], dim=1)  # state after t's write
-    num, den, mx = after.unbind(dim=2)
-    den = den.clamp_min(1e-30)
-    return torch.cat([num / den, den.log() + mx], dim=-1)
-
-
-STATE_SOURCES: dict[str, StateSource] = {
-    "mamba1": StateSource(("hook_ssm_state",), _flatten_ssm, "h_t [d_inner, N] flattened"),
-    "mamba2": StateSource(("hook_ssm_state",), _flatten_ssm, "h_t [H, P, N] flattened"),
-    "rwkv4": StateSource(
-        ("hook_wkv_state", "hook_wkv_state_out"), _rwkv4_features, "WKV state after t: [num/den, log(den)+max]"
-    ),
-}
+StateSource = StateLensSource  # the name this module used before the mixers declared it
 
 
 def state_source(model: nn.Module) -> StateSource:
     """The :class:`StateSource` of the model's card; a clear error where a state lens is not defined."""
     card = card_for(model)
-    if card.mixer_kind not in STATE_SOURCES:
-        known = sorted(STATE_SOURCES)
+    source = mixer_class(card.mixer_kind).state_format if card.is_recurrent else None
+    if source is None or source.lens is None:
+        known = sorted(kind for kind, cls in MIXER_KINDS.items() if cls.state_format and cls.state_format.lens)
         raise ValueError(
             f"no state lens for the {card.family} card (mixer kind {card.mixer_kind!r}); defined for mixer kinds {known}. "
-            + ("Transformers carry no fixed-size state." if not card.is_recurrent else "Register one in STATE_SOURCES.")
+            + (
+                "Transformers carry no fixed-size state."
+                if not card.is_recurrent
+                else "A mixer declares one as `state_format.lens` (see nnsight_rnn.mixers.base.StateFormat)."
+            )
         )
-    return STATE_SOURCES[card.mixer_kind]
+    return source.lens
 
 
 @torch.no_grad()

@@ -52,7 +52,8 @@ A recurrent model that was not prepared is refused by the wrapped model surgery 
 
 tuned-lens 0.2.0's CLI also needs shims for current dependencies (``torchdata.dataloader2`` no
 longer exists; ``Model.load`` passes ``load_in_8bit``, which transformers 5 rejects): see
-:func:`install_cli_shims` and ``python -m nnsight_rnn.integrations.tuned_lens_cli``.
+:func:`nnsight_rnn.integrations.tuned_lens_cli.install_shims` and ``python -m
+nnsight_rnn.integrations.tuned_lens_cli``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ __all__ = [
     "check_lens_matches",
     "disable",
     "enable",
-    "install_cli_shims",
     "is_enabled",
     "is_prepared",
     "prepare_model",
@@ -509,13 +509,3 @@ def disable(model: nn.Module | None = None) -> None:
 def is_enabled() -> bool:
     """Whether :func:`enable` is in effect."""
     return _ENABLED
-
-
-def install_cli_shims() -> None:
-    """Make ``tuned_lens.scripts`` (its CLI) importable and runnable offline under current dependencies.
-
-    See :mod:`nnsight_rnn.integrations.tuned_lens_cli` (this only forwards to it).
-    """
-    from .tuned_lens_cli import install_shims
-
-    install_shims()

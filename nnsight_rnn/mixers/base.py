@@ -7,12 +7,76 @@ original's parameters and submodules under the same attribute names, so the mode
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..hooks import HookPoint
+
+if TYPE_CHECKING:
+    from ..state import RecurrentState
+
+Slots = dict[str, torch.Tensor]  # one layer's carried state: slot name -> [batch, ...]
+
+
+def identity_linear(slots: Slots) -> Slots:
+    """Linear coordinates of a state whose recurrence is already linear in its slots (fp32 copies)."""
+    return {k: v.float() for k, v in slots.items()}
+
+
+def identity_add(slots: Slots, delta: Slots, alpha: float) -> Slots:
+    """``slots + alpha * delta`` slot by slot; slots without a delta are copied unchanged."""
+    return {k: v + (alpha * delta[k]).to(v.dtype) if k in delta else v.clone() for k, v in slots.items()}
+
+
+@dataclass(frozen=True)
+class StateLensSource:
+    """Where a state lens reads a mixer's per-position state and how it becomes features.
+
+    Attributes:
+        hooks: hook point names under ``layers[i].mixer`` to capture.
+        features: ``captured {hook name: value} -> [b, L, d_state]`` features.
+        description: one line for docs and reports.
+    """
+
+    hooks: tuple[str, ...]
+    features: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    description: str
+
+
+@dataclass(frozen=True)
+class StateFormat:
+    """What a mixer kind's carried state means to the rest of nnsight-rnn: the mixer owns it.
+
+    Attributes:
+        name: the HF storage it converts (``"linear_attention_cache"``, ``"rwkv4_state"``, ...).
+        to_forward_kwargs: ``(hf_model, state) -> forward kwargs`` that start a run from ``state``
+            (copies: one state can seed many runs).
+        from_output: ``(hf_model, family, output) -> RecurrentState`` carried out of a run (copies).
+        linear_name: name of the linear coordinates (recorded with saved state steering vectors).
+        to_linear: one layer's slots -> coordinates in which the recurrence is linear (means and
+            differences of states are taken there); may rename or drop slots.
+        add_linear: ``(slots, delta, alpha)`` -> slots with ``alpha * delta`` (linear coordinates)
+            added; returns the slots unchanged (bitwise) when ``alpha * delta`` is zero.
+        lens: where a state lens reads the state, or None if the kind has none yet.
+
+    Example (a mixer kind whose state is two linear slots, stored like Mamba's)::
+
+        class MyMixer(HookableMixer):
+            kind = "my_kind"
+            state_format = dataclasses.replace(LINEAR_CACHE, lens=None)
+    """
+
+    name: str
+    to_forward_kwargs: Callable[[nn.Module, RecurrentState], dict[str, Any]]
+    from_output: Callable[[nn.Module, str, Any], RecurrentState]
+    linear_name: str = "identity"
+    to_linear: Callable[[Slots], Slots] = identity_linear
+    add_linear: Callable[[Slots, Slots, float], Slots] = identity_add
+    lens: StateLensSource | None = None
 
 
 class HookableMixer(nn.Module):
@@ -23,11 +87,17 @@ class HookableMixer(nn.Module):
         adopted: attribute names taken over from the original module (parameters, buffers and
             submodules); the original's order is kept so ``state_dict`` keys keep their order.
         optional: adopted when present (variants of one family, e.g. FalconMamba's norms).
+        state_format: the :class:`StateFormat` of its carried state.
     """
 
     kind: ClassVar[str] = ""
+    #: What the carried state means (storage, linear coordinates, state lens); None: no carried state.
+    state_format: ClassVar[StateFormat | None] = None
     adopted: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[tuple[str, ...]] = ()
+    #: Hook points through which a layer reads an earlier layer's activations other than the residual
+    #: stream (RWKV-7's value residual ``hook_v_first``): patching a residual alone does not screen them off.
+    cross_layer_hooks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, original: nn.Module, config: Any, layer_idx: int) -> None:
         super().__init__()

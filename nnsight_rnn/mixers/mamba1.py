@@ -46,10 +46,12 @@ from ..kernels import Mamba1Kernels, mamba1_kernels
 from ..scans.selective_scan import readout, selective_scan, state_write
 from ..upstream import cache_argument, read_linear_cache, write_linear_cache
 from .base import HookableMixer, known, padding_mask
+from .linear_cache import with_lens
 
 
 class HookableMamba1Mixer(HookableMixer):
     kind = "mamba1"
+    state_format = with_lens("h_t [d_inner, N] flattened")
     adopted = ("conv1d", "in_proj", "x_proj", "dt_proj", "A_log", "D", "out_proj")
     # FalconMamba's weightless RMS norms on dt, B, C (non-persistent buffers only).
     optional = ("dt_layernorm", "b_layernorm", "c_layernorm")

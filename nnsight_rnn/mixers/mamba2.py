@@ -59,6 +59,7 @@ from ..hooks import HookPoint, select_positions
 from ..scans.ssd import ssd_readout, ssd_scan, ssd_states, ssd_write, ssd_write_delta
 from ..upstream import cache_argument, read_linear_cache, write_linear_cache
 from .base import HookableMixer, padding_mask
+from .linear_cache import with_lens
 
 # Largest chunk of the SSD scan on the hooked path: ``min(config.chunk_size, 64)``. The config's
 # ``chunk_size`` (256 in released checkpoints) only sets the kernel tiling; results do not depend
@@ -69,6 +70,7 @@ DEFAULT_CHUNK_SIZE = 64
 
 class HookableMamba2Mixer(HookableMixer):
     kind = "mamba2"
+    state_format = with_lens("h_t [H, P, N] flattened")
     adopted = ("in_proj", "conv1d", "dt_bias", "A_log", "norm", "D", "out_proj")
 
     def __init__(self, original: torch.nn.Module, config: Any, layer_idx: int) -> None:

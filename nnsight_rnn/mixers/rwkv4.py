@@ -69,7 +69,8 @@ from torch import nn
 
 from ..hooks import HookPoint, select_positions
 from ..scans.wkv4 import empty_state, wkv4_readout, wkv4_scan, wkv4_write
-from .base import HookableMixer, padding_mask
+from ..state import RecurrentState
+from .base import HookableMixer, Slots, StateFormat, StateLensSource, padding_mask
 
 
 class LayerState:
@@ -154,6 +155,73 @@ class TokenShiftMixer(HookableMixer):
         state.outputs[self.shift_slot] = getattr(self, f"hook_{self.shift_slot}_state_out")(last)
 
 
+# --- the carried state: HF's storage, linear coordinates, state lens features -----------------------
+
+# HF's order of the five state tensors of RwkvForCausalLM (each [batch, d, n_layers]).
+HF_SLOTS = ("ffn_shift", "att_shift", "num", "den", "max")
+
+
+def _to_forward_kwargs(model: nn.Module, state: RecurrentState) -> dict[str, Any]:
+    hf_state = [torch.stack([layer[name] for layer in state.layers], dim=-1).clone() for name in HF_SLOTS]
+    return {"state": hf_state, "use_cache": True}
+
+
+def _from_output(model: nn.Module, family: str, output: Any) -> RecurrentState:
+    hf_state = getattr(output, "state", None)
+    if hf_state is None:
+        raise ValueError("the output carries no state: run the trace with use_cache=True (or state=...)")
+    layers = [
+        {name: tensor[:, :, i].clone() for name, tensor in zip(HF_SLOTS, hf_state, strict=True)}
+        for i in range(hf_state[0].shape[-1])
+    ]
+    return RecurrentState(family, layers)
+
+
+def _linear(slots: Slots) -> Slots:
+    """The WKV numerator ``num * e^max`` and denominator ``den * e^max`` (the recurrence is linear in them)."""
+    scale = slots["max"].double().exp()
+    return {
+        "att_shift": slots["att_shift"].float(),
+        "ffn_shift": slots["ffn_shift"].float(),
+        "num": (slots["num"].double() * scale).float(),
+        "den": (slots["den"].double() * scale).float(),
+    }
+
+
+def _add_linear(slots: Slots, delta: Slots, alpha: float) -> Slots:
+    out = {k: v.clone() for k, v in slots.items()}
+    for k in ("att_shift", "ffn_shift"):
+        if k in delta:
+            out[k] = slots[k] + (alpha * delta[k]).to(slots[k].dtype)
+    unscale = (-slots["max"].double()).exp()  # keep max; express the linear delta at its scale
+    for k in ("num", "den"):
+        if k in delta:
+            out[k] = (slots[k].double() + alpha * delta[k].double() * unscale).to(slots[k].dtype)
+    return out
+
+
+def _lens_features(captured: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[num/den, log(den) + max]`` of the WKV state *after* each position ``[b, L, 2 * d_att]``.
+
+    ``hook_wkv_state`` is the state read at ``t`` (before its write), so the state after ``t`` is the
+    one read at ``t + 1``, and ``hook_wkv_state_out`` for the last position.
+    """
+    read = captured["hook_wkv_state"].float()  # [b, L, 3, d_att]
+    last = captured["hook_wkv_state_out"].float()  # [b, 3, d_att]
+    after = torch.cat([read[:, 1:], last[:, None]], dim=1)
+    num, den, mx = after.unbind(dim=2)
+    den = den.clamp_min(1e-30)
+    return torch.cat([num / den, den.log() + mx], dim=-1)
+
+
+RWKV4_STATE = StateFormat(
+    "rwkv4_state", _to_forward_kwargs, _from_output, "rwkv4_linear_wkv", _linear, _add_linear,
+    StateLensSource(
+        ("hook_wkv_state", "hook_wkv_state_out"), _lens_features, "WKV state after t: [num/den, log(den)+max]"
+    ),
+)  # fmt: skip
+
+
 class HookableRwkv4TimeMix(TokenShiftMixer):
     """RWKV-4 time-mix with hook points; replaces ``RwkvSelfAttention`` (adopting its parameters).
 
@@ -163,6 +231,7 @@ class HookableRwkv4TimeMix(TokenShiftMixer):
     """
 
     kind = "rwkv4"
+    state_format = RWKV4_STATE
     shift_slot = "att_shift"
     adopted = (
         "time_decay", "time_first", "time_mix_key", "time_mix_value", "time_mix_receptance",

@@ -31,7 +31,7 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ..hooks import HookPoint, select_positions
-from ..mixers.base import known
+from ..mixers.base import StateFormat, known
 from ..mixers.rwkv4 import ACTIVATION_HOOK, CARRIED_HOOK, LayerState, TokenShiftMixer
 from ..state import RecurrentState
 from ..upstream import OUTPUT_CACHE_FIELD, cache_argument, output_cache
@@ -53,8 +53,13 @@ class RwkvCache:
     it as an opaque object (``get_seq_length``, ``reorder_cache`` for beam search).
     """
 
-    # generate() asks a cache it was handed whether it can be compiled (upstream C6): this one cannot.
+    # What generate() asks of a cache it is handed (upstream C6): it cannot be compiled, and every layer
+    # is linear attention (5.24's prefill then slices no key/value axis).
     is_compileable = False
+
+    @property
+    def is_linear(self) -> list[bool]:
+        return [True] * len(self.layers)
 
     def __init__(self, layers: list[dict[str, torch.Tensor]] | None = None, seen_tokens: int = 0) -> None:
         self.layers: list[dict[str, torch.Tensor]] = [dict(layer) for layer in (layers or [])]
@@ -226,6 +231,23 @@ class RwkvConfigBase(PretrainedConfig):
 # --- the time-mix ------------------------------------------------------------------------------------
 
 
+# --- the carried state (format ``rwkv_cache``): declared by every RWKV-5/6/7 time-mix ---------------
+
+
+def _cache_to_kwargs(model: Any, state: RecurrentState) -> dict[str, Any]:
+    return {OUTPUT_CACHE_FIELD: RwkvCache.from_state(state), "use_cache": True}
+
+
+def _cache_from_output(model: Any, family: str, output: Any) -> RecurrentState:
+    cache = output_cache(output)
+    if not isinstance(cache, RwkvCache) or len(cache) == 0:
+        raise ValueError("the output carries no state: run the trace with use_cache=True (or state=...)")
+    return cache.to_state(family)
+
+
+RWKV_CACHE = StateFormat("rwkv_cache", _cache_to_kwargs, _cache_from_output)
+
+
 class WkvTimeMix(TokenShiftMixer):
     """What the RWKV-5/6/7 time-mixes share (the block's attention; nnsight ``layers[i].mixer``).
 
@@ -241,6 +263,8 @@ class WkvTimeMix(TokenShiftMixer):
     ``recompute_states``, and declares ``version_name`` and ``checkpoints`` (how its checkpoints load,
     for the error of :meth:`from_original`).
     """
+
+    state_format = RWKV_CACHE
 
     shift_slot = "att_shift"
     version_name: ClassVar[str] = ""
@@ -471,17 +495,6 @@ class RwkvCausalLM(RwkvPreTrainedBase, GenerationMixin):
 # --- registration: nnsight-rnn state format "rwkv_cache", transformers' Auto classes ------------------------
 
 
-def _cache_to_kwargs(model: Any, state: RecurrentState) -> dict[str, Any]:
-    return {OUTPUT_CACHE_FIELD: RwkvCache.from_state(state), "use_cache": True}
-
-
-def _cache_from_output(model: Any, card: Any, output: Any) -> RecurrentState:
-    cache = output_cache(output)
-    if not isinstance(cache, RwkvCache) or len(cache) == 0:
-        raise ValueError("the output carries no state: run the trace with use_cache=True (or state=...)")
-    return cache.to_state(card.family)
-
-
 def register_family(
     config_cls: type[RwkvConfigBase], backbone_cls: type[RwkvBackbone], lm_cls: type[RwkvCausalLM], time_mix_cls: type
 ) -> None:
@@ -490,8 +503,8 @@ def register_family(
     - ``AutoConfig`` / ``AutoModel`` / ``AutoModelForCausalLM`` for ``config_cls.model_type`` (replacing
       another package's registration of the type: the hub folders of that type have our ``state_dict``
       layout, so they load into our classes);
-    - the mixer kind ``time_mix_cls.kind`` (the model's own time-mix: nothing is swapped);
-    - the state format ``rwkv_cache``: ``past_key_values`` (an :class:`RwkvCache`) <->
+    - the mixer kind ``time_mix_cls.kind`` (the model's own time-mix: nothing is swapped), whose
+      state format (:data:`RWKV_CACHE`, from :class:`WkvTimeMix`) converts the :class:`RwkvCache` <->
       :class:`~nnsight_rnn.state.RecurrentState` with slots ``att_shift`` [b, d], ``wkv`` [b, H, K, V]
       (fp32) and ``ffn_shift`` [b, d] per layer;
     - the RWKV World tokenizer for ``config_cls``.
@@ -500,11 +513,9 @@ def register_family(
 
     from ..mixers import register_mixer_kind
     from ..rwkv_tokenizer import register_tokenizer
-    from ..state import register_state_format
 
     AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
     AutoModel.register(config_cls, backbone_cls, exist_ok=True)
     AutoModelForCausalLM.register(config_cls, lm_cls, exist_ok=True)
     register_mixer_kind(time_mix_cls)
-    register_state_format("rwkv_cache", _cache_to_kwargs, _cache_from_output)
     register_tokenizer([config_cls])

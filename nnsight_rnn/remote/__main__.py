@@ -1,5 +1,5 @@
-"""``python -m nnsight_rnn.remote {key,check,deploy-config} ...``: see :func:`nnsight_rnn.remote.main`."""
+"""``python -m nnsight_rnn.remote {key,check,deploy-config} ...``: see :func:`nnsight_rnn.remote.cli.main`."""
 
-from . import main
+from .cli import main
 
 raise SystemExit(main())

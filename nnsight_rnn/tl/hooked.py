@@ -419,17 +419,9 @@ class HookedLM(HookedRootModule):
                 doc="input of the block: the residual stream [b, pos, d_model]",
             )  # fmt: skip
             mixer = get_module(layer, mixer_path)
-            mixer_aliases = [f"{b}.mixer.hook_in"]
-            mixer_out_aliases = [f"{b}.mixer.hook_out"]
-            if card.is_recurrent:
-                mixer_out_aliases.append(
-                    f"{b}.mixer.hook_ssm_out" if "rwkv" not in card.family else f"{b}.hook_time_mix_out"
-                )
-                if "rwkv" in card.family:
-                    mixer_aliases.append(f"{b}.hook_time_mix_in")
-            else:
-                mixer_aliases.append(f"{b}.hook_attn_in")
-                mixer_out_aliases.append(f"{b}.hook_attn_out")
+            tl = card.tl_aliases  # the family's TransformerLens names, from its card
+            mixer_aliases = [f"{b}.mixer.hook_in", *(f"{b}.{a}" for a in tl.get("mixer_in", ()))]
+            mixer_out_aliases = [f"{b}.mixer.hook_out", *(f"{b}.{a}" for a in tl.get("mixer_out", ()))]
             add(
                 f"{b}.hook_mixer_in", InputOf(mixer), tuple(mixer_aliases), **act,
                 doc="input of the token mixer (normed residual) [b, pos, d_model]",
@@ -448,8 +440,8 @@ class HookedLM(HookedRootModule):
             )  # fmt: skip
             if mlp_path:
                 mlp = get_module(layer, mlp_path)
-                in_aliases = [f"{b}.mlp.hook_in"] + ([f"{b}.hook_channel_mix_in"] if "rwkv" in card.family else [])
-                out_aliases = [f"{b}.mlp.hook_out"] + ([f"{b}.hook_channel_mix_out"] if "rwkv" in card.family else [])
+                in_aliases = [f"{b}.mlp.hook_in", *(f"{b}.{a}" for a in tl.get("mlp_in", ()))]
+                out_aliases = [f"{b}.mlp.hook_out", *(f"{b}.{a}" for a in tl.get("mlp_out", ()))]
                 add(
                     f"{b}.hook_mlp_in", InputOf(mlp), tuple(in_aliases), **act, doc="input of the MLP [b, pos, d_model]"
                 )
@@ -620,7 +612,7 @@ class HookedLM(HookedRootModule):
             mask = attention_mask.to(ids.device)
         call: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if state is not None:
-            from ..state import state_to_forward_kwargs
+            from ..carry import state_to_forward_kwargs
 
             call.update(state_to_forward_kwargs(self.hf_model, self.card, state, ids.shape[0]))
         else:

@@ -17,16 +17,23 @@ pytest.importorskip("tuned_lens", reason="optional extra: pip install 'nnsight-r
 import nnsight_rnn
 from nnsight_rnn.integrations import tuned_lens as tl_rnn
 from nnsight_rnn.integrations.state_lens import (
-    STATE_SOURCES,
     StateLens,
     capture_state_features,
     evaluate_state_lens,
     train_state_lens,
 )
+from nnsight_rnn.mixers import mixer_class
 
 from ..families import FAMILIES
 
-WITH_STATE_LENS = [f for f in FAMILIES if nnsight_rnn.get_card(f).mixer_kind in STATE_SOURCES]
+
+def _has_lens(family: str) -> bool:
+    card = nnsight_rnn.get_card(family)
+    fmt = mixer_class(card.mixer_kind).state_format if card.is_recurrent else None
+    return fmt is not None and fmt.lens is not None
+
+
+WITH_STATE_LENS = [f for f in FAMILIES if _has_lens(f)]
 
 
 @pytest.fixture(autouse=True)

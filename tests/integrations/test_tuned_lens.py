@@ -22,8 +22,8 @@ from tuned_lens.nn.lenses import LogitLens
 from tuned_lens.plotting import PredictionTrajectory
 
 import nnsight_rnn
+from nnsight_rnn.carry import state_from_output
 from nnsight_rnn.integrations import tuned_lens as tl_rnn
-from nnsight_rnn.state import state_from_output
 from nnsight_rnn.surgery import get_module
 
 from ..families import FAMILIES, RECURRENT
@@ -328,7 +328,9 @@ def test_enable_is_idempotent_and_disable_restores() -> None:
 
 def test_cli_modules_see_the_wrappers() -> None:
     """`from tuned_lens.model_surgery import get_transformer_layers` bindings are rebound, also after import."""
-    tl_rnn.install_cli_shims()
+    from nnsight_rnn.integrations.tuned_lens_cli import install_shims
+
+    install_shims()
     import tuned_lens.causal.ablation as ablation
     import tuned_lens.scripts.ingredients as ing
 

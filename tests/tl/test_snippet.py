@@ -14,12 +14,14 @@ from functools import partial
 import pytest
 import torch
 
+import nnsight_rnn
+
 pytest.importorskip("transformer_lens", reason="the TransformerLens surface needs transformer-lens installed")
 
 import nnsight_rnn.tl as tl
 from nnsight_rnn.tl.bridge import boot_bridge, register_bridge_adapters, unregister_bridge_adapters
 
-from ..families import CROSS_LAYER_HOOKS, FAMILIES, LAST_BLOCK_REACH, RECURRENT, STATE_HOOKS
+from ..families import CROSS_LAYER_HOOKS, FAMILIES, RECURRENT, STATE_HOOKS, last_block_reach
 
 POS = 4
 BRIDGED = [f for f in ("mamba", "falcon_mamba", "mamba2", "rwkv4") if f in RECURRENT]
@@ -122,7 +124,7 @@ def test_state_patching_snippet(family: str) -> None:
     diff = _per_pos(from_pos, corrupt_logits)
     assert torch.all(diff[:POS] == 0) and torch.all(diff[POS:] > 1e-5), diff
     diff = _per_pos(at_pos, corrupt_logits)
-    reach = list(range(POS, POS + 1 + LAST_BLOCK_REACH[family]))
+    reach = list(range(POS, POS + 1 + last_block_reach(nnsight_rnn.install(FAMILIES[family]()))))
     assert (diff > 0).nonzero().flatten().tolist() == reach, diff
 
 

@@ -102,6 +102,7 @@ class Rwkv7TimeMix(WkvTimeMix):
     """
 
     kind = "rwkv7"
+    cross_layer_hooks = ("hook_v_first",)  # every layer mixes in layer 0's value
     version_name = "RWKV-7"
     checkpoints = (
         "RWKV-7 checkpoints (fla, rwkv7-hf folders: same state_dict layout) with nnsight_rnn.load(folder) "
