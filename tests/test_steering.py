@@ -278,7 +278,9 @@ def test_residual_caa_monotonic_at_best_layer(family):
 
 
 @pytest.mark.slow  # trained zoo models; see the module docstring
-@pytest.mark.parametrize("family", _params(("mamba", "mamba2", "rwkv4", "rwkv7"), {"mamba", "mamba2", "rwkv7"}))
+@pytest.mark.parametrize(
+    "family", _params(("mamba", "mamba2", "rwkv4", "rwkv7"), {"mamba", "mamba2", "rwkv4", "rwkv7"})
+)  # rwkv4: +0.1 points (t 15.7) on the zoo built before the weights shipped; flat on the shipped one
 def test_state_steering_shifts_p_matching(family):
     model = zoo_model(family)
     train, test = data(model)

@@ -70,6 +70,7 @@ from torch import nn
 from ..cards import Card, UnsupportedArchitectureError, card_for
 from ..errors import LensMismatchError, ModelNotPreparedError
 from ..surgery import CARD_ATTR, get_module, install
+from .tuned_lens_compat import PATCHED_FLAG, fix_plotly_colorbar, fix_transformer_lens_check
 
 __all__ = [
     "LensMismatchError",
@@ -85,7 +86,7 @@ __all__ = [
 ]
 
 _HANDLES_ATTR = "_nnsight_rnn_tuned_lens_hooks"
-_PATCHED_FLAG = "__nnsight_rnn_patched__"
+_PATCHED_FLAG = PATCHED_FLAG
 _ORIGINALS: dict[str, Any] = {}
 _ENABLED = False
 
@@ -335,57 +336,7 @@ def _save_originals() -> None:
         fn = getattr(ms, name)
         _ORIGINALS[name] = getattr(fn, "__wrapped__", fn) if getattr(fn, _PATCHED_FLAG, False) else fn
     _ORIGINALS["from_model_and_pretrained"] = TunedLens.__dict__["from_model_and_pretrained"]
-    _fix_transformer_lens_check()
-
-
-def _fix_transformer_lens_check() -> None:
-    """TransformerLens >= 4 has no HookedTransformer: tuned-lens must act as if it were absent."""
-    import tuned_lens.model_surgery as ms
-
-    if not ms._transformer_lens_available:
-        return
-    try:
-        ms.tl.HookedTransformer  # noqa: B018  (raises ImportError on TransformerLens >= 4)
-    except (ImportError, AttributeError):
-        ms._transformer_lens_available = False
-
-
-class _PlotlyCompat:
-    """``plotly.graph_objects`` for tuned-lens's plotting module, with plotly >= 6's colorbar title.
-
-    tuned-lens 0.2.0 builds heatmaps with ``colorbar=dict(title=..., titleside="right")``; plotly 6 removed
-    ``titleside`` (``title=dict(text=..., side=...)`` replaces it), so every ``.figure()`` / ``.heatmap()``
-    of a ``TrajectoryStatistic`` raised. Everything else is plotly's own.
-    """
-
-    __nnsight_rnn_patched__ = True
-
-    def __init__(self, go: Any) -> None:
-        self._go = go
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._go, name)
-
-    def Heatmap(self, *args: Any, **kwargs: Any) -> Any:  # plotly's name
-        colorbar = kwargs.get("colorbar")
-        if isinstance(colorbar, dict) and "titleside" in colorbar:
-            colorbar = dict(colorbar)
-            side = colorbar.pop("titleside")
-            title = colorbar.get("title")
-            colorbar["title"] = {**(title if isinstance(title, dict) else {"text": title}), "side": side}
-            kwargs["colorbar"] = colorbar
-        return self._go.Heatmap(*args, **kwargs)
-
-
-def _fix_plotly_colorbar() -> None:
-    """Make tuned-lens's trajectory plots work with plotly >= 6 (see :class:`_PlotlyCompat`)."""
-    try:
-        import plotly
-        import tuned_lens.plotting.trajectory_plotting as tp
-    except ImportError:  # pragma: no cover - plotting extras absent
-        return
-    if int(plotly.__version__.split(".")[0]) >= 6 and not getattr(tp.go, _PATCHED_FLAG, False):
-        tp.go = _PlotlyCompat(tp.go)
+    fix_transformer_lens_check()
 
 
 def _make_wrapper(name: str) -> Callable[..., Any]:
@@ -467,8 +418,8 @@ def enable(model: nn.Module | None = None) -> nn.Module | None:
     from tuned_lens.nn.lenses import TunedLens
 
     _save_originals()
-    _fix_transformer_lens_check()
-    _fix_plotly_colorbar()
+    fix_transformer_lens_check()
+    fix_plotly_colorbar()
     for name in _SURGERY:
         if not getattr(getattr(ms, name), _PATCHED_FLAG, False):
             setattr(ms, name, _make_wrapper(name))
