@@ -131,7 +131,7 @@ def test_build_save_and_load(micro_zoo: str) -> None:
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "zoo.json"} <= files
     info = json.loads((zoo.zoo_dir(name) / "zoo.json").read_text())
     assert info["seed"] == 0 and info["steps"] == MICRO_LLAMA.steps
-    assert info["corpus_version"] == zoo.corpus.corpus_version()
+    assert info["corpus_version"] == zoo.corpus_version()
     assert set(info["metrics"]) >= {"loss", "unigram_loss", "alice_acc", "bob_rule_acc", "copy_acc", "disposition_acc"}
 
     # cached: no rebuild (same zoo.json), and the real loading code works offline

@@ -205,11 +205,10 @@ def _only_these_learn(module: torch.nn.Module, params: list[torch.nn.Parameter])
 @contextlib.contextmanager
 def _fast_training(model: Any) -> Iterator[None]:
     """Mamba-1: the zoo's selective scan with a fused backward while grads are on (same numbers)."""
-    from .. import zoo
+    from ..zoo.training_scan import training_scan
 
-    ctx = getattr(zoo, "_training_scan", None)
-    if model.card.mixer_kind == "mamba1" and ctx is not None:
-        with ctx():
+    if model.card.mixer_kind == "mamba1":
+        with training_scan():
             yield
     else:
         yield
