@@ -73,3 +73,15 @@ def test_recipe_bad_model_is_one_line_and_a_nonzero_exit() -> None:
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip() and "falling back" not in line]
     assert len(lines) == 1 and lines[0].startswith("caa_steering.py: error: 'nosuch'"), result.stderr
+
+
+def test_the_transformer_lens_and_tuned_lens_loaders_resolve_sources_the_same_way() -> None:
+    from nnsight_rnn import tl
+    from nnsight_rnn.integrations.tuned_lens_cli import load_model
+
+    with pytest.raises(SourceError, match="an HF model instance, a folder"):
+        tl.load(42)
+    with pytest.raises(SourceError, match="did you mean the zoo model 'zoo/mamba-tiny'"):
+        tl.load("mamba-tiny")
+    with pytest.raises(SourceError, match="did you mean the zoo model 'zoo/mamba-tiny'"):
+        load_model("mamba-tiny")

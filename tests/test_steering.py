@@ -373,3 +373,13 @@ def test_effect_statistics():
     assert S.is_monotonic(rows, 0) and not S.is_monotonic(rows, 1)
     assert S.effect_t(rows, 0) > 10  # every item moves up by about 0.2
     assert S.effect_t(rows, 1) == pytest.approx(0.0, abs=1e-9)  # items move in opposite directions
+
+
+def test_a_residual_vector_of_the_wrong_width_names_the_problem():
+    model = random_model("mamba")
+    enc, _ = data(model, 4, 2)
+    wrong = S.SteeringVectors("residual", {0: torch.ones(7)})
+    with pytest.raises(
+        ValueError, match=r"layer 0 has shape \(7,\); this model's residual stream is \[batch, pos, 32\]"
+    ):
+        S.score(model, enc, S.Steer(wrong, 0, 1.0))

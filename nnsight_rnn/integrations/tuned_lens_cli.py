@@ -181,12 +181,17 @@ def _install_torchdata_shim() -> None:
 
 
 def resolve_model_name(name: str) -> str:
-    """A zoo name -> its folder (built on first use); folders and hub ids unchanged."""
-    if not os.path.exists(name):
-        from ..zoo import is_zoo_name, zoo_path
+    """A zoo name -> its folder (shipped, or built on first use); folders and hub ids unchanged.
 
-        if is_zoo_name(name):
-            return zoo_path(name)
+    Anything that can be no model is a :class:`~nnsight_rnn.errors.SourceError` naming the fix
+    (:func:`nnsight_rnn.sources.resolve`), not the hub's traceback.
+    """
+    from ..sources import resolve
+
+    if resolve(name).kind == "zoo":
+        from ..zoo import zoo_path
+
+        return zoo_path(name)
     return name
 
 

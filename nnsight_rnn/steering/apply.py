@@ -85,6 +85,16 @@ def _check_steers(model: Any, steers: Sequence[Steer]) -> None:
             raise TypeError(f"expected Steer objects, got {type(s).__name__}")
         if not 0 <= s.layer < n:
             raise IndexError(f"steer layer {s.layer} is out of range: the model has {n} layers")
+        if s.kind == "residual":
+            width = model.config.hidden_size
+            vector = s.vectors.at(s.layer)
+            if not isinstance(vector, torch.Tensor) or vector.shape[-1] != width:
+                shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
+                raise ValueError(
+                    f"the residual steering vector for layer {s.layer} has shape {shape}; this model's residual "
+                    f"stream is [batch, pos, {width}]: the vectors were made on another model "
+                    "(SteeringVectors.load refuses those; build them on this one)"
+                )
     if any(s.kind == "state" for s in steers):
         state_space(model)  # raises for transformers
 

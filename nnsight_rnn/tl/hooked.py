@@ -48,6 +48,7 @@ Position is axis 1 of every hook value that has one (``pos_dim``); carried state
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -797,10 +798,13 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
     from ..model import HookedLanguageModel
     from ..model import load as nn_load
 
-    if isinstance(model, str):
+    if isinstance(model, (str, os.PathLike)):
         model = nn_load(model, card=card, tokenizer=tokenizer, **kwargs)
     if isinstance(model, HookedLanguageModel):
         return HookedLM(model._module, card=model.card, tokenizer=tokenizer or model.tokenizer)
     if isinstance(model, nn.Module):
         return HookedLM(model, card=card, tokenizer=tokenizer)
+    from ..sources import resolve
+
+    resolve(model)  # a SourceError naming what can be loaded
     raise TypeError(f"cannot make a HookedLM from {type(model).__name__}")
