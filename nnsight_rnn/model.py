@@ -79,10 +79,13 @@ class HookedLanguageModel(RemotableHookedModel, TransformersModel):
 
     # -- running ------------------------------------------------------------------------------
 
+    def _state_kwargs(self, state: RecurrentState, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Forward kwargs that start a run (or a generation) on ``inputs`` from ``state`` (validated, copied)."""
+        return state_to_forward_kwargs(self._module, self.card, state, _batch_of(self, inputs, kwargs))
+
     def _call(self, *inputs: Any, state: RecurrentState | None = None, **kwargs: Any) -> Any:
         if state is not None:
-            batch = _batch_of(self, inputs, kwargs)
-            kwargs.update(state_to_forward_kwargs(self._module, self.card, state, batch))
+            kwargs.update(self._state_kwargs(state, inputs, kwargs))
         return super()._call(*inputs, **kwargs)
 
     @traceable
@@ -95,8 +98,7 @@ class HookedLanguageModel(RemotableHookedModel, TransformersModel):
         The returned ids are ``suffix + new tokens``. Hooks fire on the suffix and every new token.
         """
         if state is not None:
-            batch = _batch_of(self, inputs, kwargs)
-            kwargs.update(state_to_forward_kwargs(self._module, self.card, state, batch))
+            kwargs.update(self._state_kwargs(state, inputs, kwargs))
         # Named, not super(): nnsight recompiles this method's source on a remote server.
         return TransformersModel.generate(self, *inputs, **kwargs)
 
@@ -200,37 +202,24 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
     network). Folders and instances load offline; a folder with a tokenizer
     gets it without the hub.
     """
-    source = model
-    kind = resolve(model).kind  # a clear SourceError for anything that can be no model
-    if isinstance(model, os.PathLike):
-        model = source = os.fspath(model)
-    if isinstance(model, str) and not os.path.exists(model):
-        from .zoo import is_zoo_name, zoo_path
-
-        if is_zoo_name(model):
-            model = zoo_path(model)
-    if isinstance(model, str) and os.path.isfile(model) and model.endswith(".pth"):
+    src = resolve(model)  # a clear SourceError for anything that can be no model
+    source = model = src.value
+    if src.kind == "pth":
         # A BlinkDL RWKV-5/6/7 checkpoint (read tensors-only); World tokenizer for its 65536 vocabulary.
         from .models.blinkdl import load_blinkdl
 
-        module = load_blinkdl(model)
-        if tokenizer is None and module.config.vocab_size == 65536:
+        model = load_blinkdl(src.value)
+        if tokenizer is None and model.config.vocab_size == 65536:
             from .rwkv_tokenizer import rwkv_world_tokenizer
 
             tokenizer = rwkv_world_tokenizer()
-        model = module
-    if isinstance(model, str) and os.path.isdir(model):
-        from .checkpoints import detect_format
-
-        fmt = detect_format(model)
-        if fmt is not None:  # e.g. an original mamba-ssm folder: convert, then wrap the HF model
-            if tokenizer is None:
-                tokenizer = _find_tokenizer(model)
-            model = fmt.load(model)
-        else:
-            kwargs.setdefault("dispatch", True)
-            model = source  # a zoo name stays a name (HookedLanguageModel resolves it): the remote key names it
-    if kind != "hub":
+    elif src.checkpoint_format is not None:  # e.g. an original mamba-ssm folder: convert, then wrap the HF model
+        if tokenizer is None:
+            tokenizer = _find_tokenizer(src.value)
+        model = src.checkpoint_format.load(src.value)
+    elif src.kind in ("folder", "zoo"):
+        kwargs.setdefault("dispatch", True)  # a zoo name stays a name (the class resolves it): the remote key names it
+    if src.kind != "hub":
         return HookedLanguageModel(model, card=card, tokenizer=tokenizer, **kwargs)
     try:
         return HookedLanguageModel(model, card=card, tokenizer=tokenizer, **kwargs)

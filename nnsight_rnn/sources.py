@@ -37,12 +37,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "owner/nam
 @dataclass(frozen=True)
 class Source:
     kind: SourceKind
-    value: Any  # the module, the zoo name, or the path / repo id as given
-
-    @property
-    def offline(self) -> bool:
-        """True if loading it needs no network."""
-        return self.kind != "hub"
+    value: Any  # the module, the zoo name, the path (``~`` expanded) or the repo id
+    checkpoint_format: Any = None  # a ``folder`` in an original format: its CheckpointFormat (else None)
 
 
 def _zoo_names() -> list[str]:
@@ -101,8 +97,9 @@ def resolve(source: Any) -> Source:
 def _folder(source: str, path: str) -> Source:
     from .checkpoints import detect_format
 
-    if os.path.exists(os.path.join(path, "config.json")) or detect_format(path) is not None:
-        return Source("folder", path)
+    fmt = detect_format(path)
+    if fmt is not None or os.path.exists(os.path.join(path, "config.json")):
+        return Source("folder", path, fmt)
     raise SourceError(
         f"folder {source!r} holds no model: no config.json (write one with model.save_pretrained(folder)) and no "
         f"original checkpoint nnsight-rnn recognises (see docs/checkpoints.md)"

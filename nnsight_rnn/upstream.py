@@ -50,8 +50,8 @@ import torch
 
 from .errors import UpstreamContractError
 
-# The transformers minors CI tests, inclusive. A release outside this range is refused by the
-# contract check (nnsight_rnn.contract) unless it passes the check's numbers.
+# The minors CI tests, inclusive (pyproject's bounds). Not enforced at run time: the contract check
+# (nnsight_rnn.contract) decides by numbers, and its error and `nnsight-rnn doctor` report this range.
 TESTED: dict[str, tuple[str, str]] = {
     "transformers": ("5.23", "5.25"),
     "nnsight": ("0.8", "0.8"),
