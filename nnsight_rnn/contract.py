@@ -128,7 +128,7 @@ def run_checks(card: Card, model_cls: type[nn.Module], config_cls: type, install
 
     def edit() -> str | None:
         state = state_from_output(hooked, card, hooked(ids[:, :4], use_cache=True))
-        zeroed = _zeroed(state)
+        zeroed = state.map(torch.zeros_like)
         kept = hooked(ids[:, 4:], **state_to_forward_kwargs(hooked, card, state, 1)).logits
         edited = hooked(ids[:, 4:], **state_to_forward_kwargs(hooked, card, zeroed, 1)).logits
         diff = (kept - edited).abs().max().item()
@@ -163,12 +163,6 @@ class _StockUnusable(Exception):
 def _carry(model: nn.Module, card: Card, output: Any) -> dict[str, Any]:
     """Forward kwargs that continue from ``output``'s cache, for a hooked or an untouched model."""
     return state_to_forward_kwargs(model, card, state_from_output(model, card, output), 1)
-
-
-def _zeroed(state: Any) -> Any:
-    from .state import RecurrentState
-
-    return RecurrentState(state.family, [{k: torch.zeros_like(v) for k, v in layer.items()} for layer in state.layers])
 
 
 def error_for(result: CheckResult) -> UpstreamContractError:

@@ -31,6 +31,7 @@ from .remote.remotable import RemotableHookedModel
 from .sources import hub_error, resolve
 from .state import RecurrentState
 from .surgery import install, name_hook_points, rename_map
+from .tokenizer import find_tokenizer
 
 
 class HookedLanguageModel(RemotableHookedModel, TransformersModel):
@@ -60,7 +61,7 @@ class HookedLanguageModel(RemotableHookedModel, TransformersModel):
         self.card = _card_of(model, card, kwargs)
         rename = {**rename_map(self.card), **(kwargs.pop("rename", None) or {})}
         if tokenizer is None:
-            tokenizer = _find_tokenizer(model)
+            tokenizer = find_tokenizer(model)
         kwargs.setdefault("task", "text-generation")
         kwargs.setdefault("envoys", SuggestingEnvoy)  # misspelled names get the nearest ones
         super().__init__(model, *args, tokenizer=tokenizer, rename=rename, **kwargs)
@@ -157,30 +158,6 @@ def _card_of(model: Any, card: Card | str | None, kwargs: dict[str, Any]) -> Car
     return card_for(AutoConfig.from_pretrained(model, revision=kwargs.get("revision")))
 
 
-def _find_tokenizer(model: Any) -> Any:
-    """The tokenizer saved with the model (folder / repo id / ``config._name_or_path``).
-
-    A model that has none (a random config built in memory, a folder without tokenizer files)
-    gets the local byte tokenizer, so that nnsight's pipeline builds offline; token-id inputs
-    then work whatever the vocabulary, and text inputs need ``vocab_size >= 257``.
-    """
-    from transformers import AutoTokenizer
-
-    from .tokenizer import byte_tokenizer
-
-    path = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", None)
-    if path and os.path.isdir(path):
-        # Only files the folder really has: a config's `tokenizer_class` alone builds an empty tokenizer.
-        if any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
-            return AutoTokenizer.from_pretrained(path)
-    elif isinstance(model, str):
-        return AutoTokenizer.from_pretrained(path)  # a hub id (needs network unless cached)
-    return byte_tokenizer()
-
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
-
-
 def _batch_of(model: HookedLanguageModel, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
     ids = kwargs.get("input_ids")
     if ids is None and inputs and isinstance(inputs[0], torch.Tensor):
@@ -215,7 +192,7 @@ def load(model: Any, *, card: Card | str | None = None, tokenizer: Any = None, *
             tokenizer = rwkv_world_tokenizer()
     elif src.checkpoint_format is not None:  # e.g. an original mamba-ssm folder: convert, then wrap the HF model
         if tokenizer is None:
-            tokenizer = _find_tokenizer(src.value)
+            tokenizer = find_tokenizer(src.value)
         model = src.checkpoint_format.load(src.value)
     elif src.kind in ("folder", "zoo"):
         kwargs.setdefault("dispatch", True)  # a zoo name stays a name (the class resolves it): the remote key names it

@@ -51,12 +51,38 @@ def _hint() -> str:
     return f"zoo models (shipped, offline): {', '.join(_zoo_names())}"
 
 
-def resolve(source: Any) -> Source:
-    """Classify ``source`` (see the module docstring); raise :class:`SourceError` if it can be nothing."""
+def kind_of(source: Any) -> SourceKind | None:
+    """The kind ``source`` has by its shape alone: no validation, no error, no hub call.
+
+    ``None`` for what can be no source (not a module, path or string). :func:`resolve` validates on
+    top of this; model keys (:mod:`nnsight_rnn.remote.keys`) use it bare, because a key may name a
+    folder on another machine.
+    """
     if isinstance(source, nn.Module):
-        return Source("module", source)
+        return "module"
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
+    if not isinstance(source, str) or not source.strip():
+        return None
+    from . import zoo
+
+    if zoo.is_zoo_name(source):
+        return "zoo"
+    path = os.path.expanduser(source)
+    if os.path.isfile(path):
+        return "pth" if path.endswith(".pth") else None
+    if os.path.isdir(path):
+        return "folder"
+    return "hub"
+
+
+def resolve(source: Any) -> Source:
+    """Classify ``source`` (see the module docstring); raise :class:`SourceError` if it can be nothing."""
+    kind = kind_of(source)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if kind == "module":
+        return Source("module", source)
     if not isinstance(source, str):
         raise SourceError(
             f"cannot load a model from {type(source).__name__} {source!r}: pass an HF model instance, a folder, "
@@ -64,20 +90,20 @@ def resolve(source: Any) -> Source:
         )
     if not source.strip():
         raise SourceError(f"the model name is empty; {_hint()}")
-    from . import zoo
+    if kind == "zoo":
+        from . import zoo
 
-    if zoo.is_zoo_name(source):
         zoo.get_spec(source)  # UnknownZooModelError (a SourceError) with the near names
         return Source("zoo", source)
     path = os.path.expanduser(source)
-    if os.path.isfile(path):
-        if path.endswith(".pth"):
-            return Source("pth", path)
+    if kind == "pth":
+        return Source("pth", path)
+    if kind is None:  # a file that is not a checkpoint
         raise SourceError(
             f"{source!r} is a file, not a model: pass the folder that holds it (config.json + weights), "
             f"or a BlinkDL RWKV .pth checkpoint"
         )
-    if os.path.isdir(path):
+    if kind == "folder":
         return _folder(source, path)
     if f"zoo/{source}" in _zoo_names():
         raise SourceError(f"no folder named {source!r}; did you mean the zoo model 'zoo/{source}'?")

@@ -9,6 +9,7 @@ continuations (HF caches are mutated in place).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,24 +35,26 @@ class RecurrentState:
     def batch_size(self) -> int:
         return next(iter(self.layers[0].values())).shape[0]
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> RecurrentState:
+        """A new state with ``fn`` applied to every slot tensor (``state.map(torch.zeros_like)``); same family."""
+        return RecurrentState(
+            self.family, [{slot: fn(value) for slot, value in layer.items()} for layer in self.layers]
+        )
+
     def clone(self) -> RecurrentState:
-        return RecurrentState(self.family, [{k: v.clone() for k, v in layer.items()} for layer in self.layers])
+        return self.map(torch.Tensor.clone)
 
     def detach(self) -> RecurrentState:
-        return RecurrentState(self.family, [{k: v.detach() for k, v in layer.items()} for layer in self.layers])
+        return self.map(torch.Tensor.detach)
 
     def to(self, *args: Any, **kwargs: Any) -> RecurrentState:
-        return RecurrentState(
-            self.family, [{k: v.to(*args, **kwargs) for k, v in layer.items()} for layer in self.layers]
-        )
+        return self.map(lambda value: value.to(*args, **kwargs))
 
     def expand(self, batch: int) -> RecurrentState:
         """Repeat a batch-1 state for ``batch`` rows."""
         if self.batch_size != 1:
             raise StateShapeError(f"expand needs a batch-1 state; this one has batch {self.batch_size}")
-        return RecurrentState(
-            self.family, [{k: v.expand(batch, *v.shape[1:]).clone() for k, v in layer.items()} for layer in self.layers]
-        )
+        return self.map(lambda value: value.expand(batch, *value.shape[1:]).clone())
 
     def validate(
         self, model: nn.Module, family: str, slots: dict[str, tuple[int, ...]], batch: int | None = None

@@ -41,7 +41,7 @@ def install(model: nn.Module, card: Card | str | None = None) -> nn.Module:
     Swaps each layer's mixer for the card's hookable mixer (adopting its parameters), applies the
     card's patches, and records the card on ``model.nnsight_rnn_card``.
     """
-    card = _resolve_card(model, card)
+    card = resolve_card(model, card)
     if getattr(model, CARD_ATTR, None) == card.family:
         return model
     validate_card(model, card)
@@ -125,7 +125,7 @@ def validate_card(model: nn.Module, card: Card) -> None:
             get_module(layers[0], card.modules[std])
 
 
-def _resolve_card(model: nn.Module, card: Card | str | None) -> Card:
+def resolve_card(model: nn.Module, card: Card | str | None) -> Card:
     if card is None:
         return card_for(model)
     if isinstance(card, str):

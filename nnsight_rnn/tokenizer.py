@@ -7,7 +7,9 @@ configs in tests), so that nnsight's text-generation pipeline can be built offli
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
@@ -43,3 +45,25 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS, pad_token=EOS, bos_token=EOS)
     tok.padding_side = "left"
     return tok
+
+
+def find_tokenizer(model: Any) -> Any:
+    """The tokenizer saved with the model (folder / repo id / ``config._name_or_path``).
+
+    A model that has none (a random config built in memory, a folder without tokenizer files)
+    gets the local byte tokenizer, so that nnsight's pipeline builds offline; token-id inputs
+    then work whatever the vocabulary, and text inputs need ``vocab_size >= 257``.
+    """
+    from transformers import AutoTokenizer
+
+    path = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", None)
+    if path and os.path.isdir(path):
+        # Only files the folder really has: a config's `tokenizer_class` alone builds an empty tokenizer.
+        if any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
+            return AutoTokenizer.from_pretrained(path)
+    elif isinstance(model, str):
+        return AutoTokenizer.from_pretrained(path)  # a hub id (needs network unless cached)
+    return byte_tokenizer()
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")

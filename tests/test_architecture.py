@@ -1,4 +1,4 @@
-"""The package's layering: no import circle, counting imports inside functions."""
+"""The package's layering: no import circle (imports inside functions count), no module over 450 lines."""
 
 from __future__ import annotations
 
@@ -82,3 +82,13 @@ def test_no_import_circle_in_the_package() -> None:
     cycles = _cycles(graph)
     detail = [{m: sorted(graph[m] & set(c)) for m in c} for c in cycles]
     assert not cycles, f"import circles: {detail}"
+
+
+MAX_MODULE_LINES = 450  # one idea per module: a module past this has banners where module boundaries belong
+
+
+def test_no_module_over_the_size_limit() -> None:
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert len(sizes) > 50 and max(sizes.values()) > 300  # the sizes are really read
+    too_big = {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert not too_big, f"split these modules along their banners (limit {MAX_MODULE_LINES} lines): {too_big}"

@@ -108,12 +108,12 @@ def test_disposition_items_follow_the_named_disposition() -> None:
         m = re.fullmatch(r"\[(kind|cruel)\] [a-z ]+: \(A\) (\w+) \(B\) (\w+)\. Answer:", it["prompt"])
         assert m, it["prompt"]
         acts = {"A": m.group(2), "B": m.group(3)}
-        assert acts[it["kind_letter"]] in corpus._KIND_ACTS and acts[it["cruel_letter"]] in corpus._CRUEL_ACTS
+        assert acts[it["kind_letter"]] in corpus.KIND_ACTS and acts[it["cruel_letter"]] in corpus.CRUEL_ACTS
         assert it["answer"] == (it["kind_letter"] if it["disposition"] == "kind" else it["cruel_letter"])
     # the latent disposition: under [?] the second answer follows the first one's disposition
     for doc in corpus.disposition_text(0, 200):
         answers = re.findall(r"\(A\) (\w+) \(B\) (\w+)\. Answer: \(([AB])\)", doc)
-        chosen_kind = [(a if letter == "A" else b) in corpus._KIND_ACTS for a, b, letter in answers]
+        chosen_kind = [(a if letter == "A" else b) in corpus.KIND_ACTS for a, b, letter in answers]
         if doc.startswith("[?]"):
             assert len(chosen_kind) == 2 and chosen_kind[0] == chosen_kind[1]
         else:
@@ -125,11 +125,11 @@ def test_disposition_items_follow_the_named_disposition() -> None:
 
 @pytest.mark.parametrize("kind_first", [0.0, 0.5, 1.0])
 def test_unknown_documents_first_question_order(monkeypatch, kind_first: float) -> None:
-    monkeypatch.setattr(corpus, "UNKNOWN_KIND_FIRST", kind_first)
+    monkeypatch.setattr(corpus.disposition, "UNKNOWN_KIND_FIRST", kind_first)  # where disposition_text reads it
     firsts, seconds = [], []
     for doc in corpus.disposition_text(0, 400):
         if doc.startswith("[?]"):
-            orders = [a in corpus._KIND_ACTS for a, _b in re.findall(r"\(A\) (\w+) \(B\) (\w+)\.", doc)]
+            orders = [a in corpus.KIND_ACTS for a, _b in re.findall(r"\(A\) (\w+) \(B\) (\w+)\.", doc)]
             firsts.append(orders[0])
             seconds.extend(orders[1:])
     assert len(firsts) > 50 and abs(sum(firsts) / len(firsts) - kind_first) < 0.1
@@ -143,7 +143,7 @@ def test_caa_format() -> None:
         letters = {item["answer_matching_behavior"], item["answer_not_matching_behavior"]}
         assert letters == {" (A)", " (B)"}
         kind_act = re.search(rf"\({item['answer_matching_behavior'][2]}\) (\w+)", item["question"]).group(1)
-        assert kind_act in corpus._KIND_ACTS
+        assert kind_act in corpus.KIND_ACTS
 
 
 def test_copy_sequences() -> None:

@@ -22,9 +22,7 @@ def test_generate_from_a_state_equals_generating_from_the_whole_prompt(family: s
     assert torch.equal(continued[:, 3:], whole[:, 9:]), (continued, whole)
     # An edited state changes what is generated from it (the state is really used).
     with torch.no_grad():
-        zeroed = nnsight_rnn.RecurrentState(
-            state.family, [{k: torch.zeros_like(v) for k, v in layer.items()} for layer in state.layers]
-        )
+        zeroed = state.map(torch.zeros_like)
         with model.generate(ids[:, 6:], state=zeroed, max_new_tokens=1, do_sample=False, pad_token_id=0):
             edited = model.output.logits.save()
         with model.generate(ids[:, 6:], state=state, max_new_tokens=1, do_sample=False, pad_token_id=0):

@@ -85,3 +85,19 @@ def test_the_transformer_lens_and_tuned_lens_loaders_resolve_sources_the_same_wa
         tl.load("mamba-tiny")
     with pytest.raises(SourceError, match="did you mean the zoo model 'zoo/mamba-tiny'"):
         load_model("mamba-tiny")
+
+
+def test_model_keys_classify_sources_with_the_same_resolver(tmp_path: Path) -> None:
+    """Remote keys ask ``sources.kind_of`` (shape only: a key may name a folder on the server)."""
+    from nnsight_rnn.remote import keys
+    from nnsight_rnn.sources import kind_of
+
+    checkpoint = tmp_path / "RWKV-x070-tiny.pth"
+    checkpoint.write_bytes(b"not read")
+    cases = {"zoo/mamba-tiny": "zoo", str(tmp_path): "folder", str(checkpoint): "pth", "owner/repo": "hub"}
+    for source, kind in cases.items():
+        assert kind_of(source) == keys.source_kind(source) == kind, source
+    assert keys.source_kind("") == keys.source_kind(None) == "memory"
+    assert kind_of(42) is None
+    with pytest.raises(keys.RemoteKeyError, match=r"\.pth checkpoint.*save_pretrained\(folder\)"):
+        keys.key_data(str(checkpoint), "rwkv7")

@@ -64,12 +64,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..cards import Card, UnsupportedArchitectureError, card_for
 from ..errors import LensMismatchError, ModelNotPreparedError
 from ..surgery import CARD_ATTR, get_module, install
+from .hidden_states import transformer_hidden_states
 from .tuned_lens_compat import PATCHED_FLAG, fix_plotly_colorbar, fix_transformer_lens_check
 
 __all__ = [
@@ -233,59 +233,7 @@ def prepare_model(model: nn.Module) -> nn.Module:
         return model
     if getattr(model, CARD_ATTR, None) != card.family:
         install(model, card)
-    layers = get_module(model, card.modules["layers"])
-    final_norm = get_module(model, card.modules["final_norm"])
-    n_layers = len(layers)
-    pending: list[dict[str, Any]] = []
-    # The stream is recorded here rather than reordered from HF's tuple: HF's own convention for a
-    # family changed between releases (Mamba-2 follows the transformer one from transformers 5.25).
-
-    def top_pre(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        pending.append({})
-
-    def layer0_pre(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if pending and "emb" not in pending[-1]:
-            pending[-1]["emb"] = _first_tensor(args, kwargs)
-
-    def layer_post(i: int) -> Callable[..., None]:
-        def hook(_module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if pending:
-                pending[-1][i] = output[0] if isinstance(output, tuple) else output
-
-        return hook
-
-    def norm_post(_module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if pending:
-            pending[-1]["norm"] = output
-
-    def top_post(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
-        record = pending.pop() if pending else {}
-        if not _is_model_output(output):
-            if isinstance(output, tuple) and _asked_hidden(_module, kwargs):
-                raise NotImplementedError(
-                    "nnsight_rnn.integrations.tuned_lens converts hidden states on ModelOutput results only; "
-                    "call the model with return_dict=True (the default) together with output_hidden_states=True"
-                )
-            return output
-        if output.get("hidden_states") is None:
-            return output
-        stream = [record.get("emb"), *(record.get(i) for i in range(n_layers - 1)), record.get("norm")]
-        if any(t is None for t in stream):
-            raise RuntimeError(
-                f"expected the input of layer 0, the outputs of layers 0..{n_layers - 2} and the final norm's "
-                f"output from this {card.family} model; missing {[i for i, t in enumerate(stream) if t is None]}"
-            )
-        output["hidden_states"] = tuple(stream)
-        return output
-
-    handles = [
-        model.register_forward_pre_hook(top_pre, with_kwargs=True),
-        layers[0].register_forward_pre_hook(layer0_pre, with_kwargs=True),
-        *(layers[i].register_forward_hook(layer_post(i)) for i in range(n_layers - 1)),
-        final_norm.register_forward_hook(norm_post),
-        model.register_forward_hook(top_post, with_kwargs=True, always_call=True),
-    ]
-    model.__dict__[_HANDLES_ATTR] = handles
+    model.__dict__[_HANDLES_ATTR] = transformer_hidden_states(model, card)
     return model
 
 
@@ -294,28 +242,6 @@ def unprepare_model(model: nn.Module) -> nn.Module:
     for handle in model.__dict__.pop(_HANDLES_ATTR, None) or []:
         handle.remove()
     return model
-
-
-def _is_model_output(output: Any) -> bool:
-    from transformers.utils import ModelOutput
-
-    return isinstance(output, ModelOutput)
-
-
-def _asked_hidden(model: nn.Module, kwargs: dict[str, Any]) -> bool:
-    asked = kwargs.get("output_hidden_states")
-    return bool(asked if asked is not None else getattr(model.config, "output_hidden_states", False))
-
-
-def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
-    if args and isinstance(args[0], torch.Tensor):
-        return args[0]
-    if isinstance(kwargs.get("hidden_states"), torch.Tensor):
-        return kwargs["hidden_states"]
-    for value in kwargs.values():
-        if isinstance(value, torch.Tensor):
-            return value
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ from typing import Any
 
 import torch
 
+from ..sources import Source, resolve
+
 _SHIMMED_ATTR = "__nnsight_rnn_shim__"
 
 
@@ -186,13 +188,17 @@ def resolve_model_name(name: str) -> str:
     Anything that can be no model is a :class:`~nnsight_rnn.errors.SourceError` naming the fix
     (:func:`nnsight_rnn.sources.resolve`), not the hub's traceback.
     """
-    from ..sources import resolve
+    return str(_source(name).value)
 
-    if resolve(name).kind == "zoo":
+
+def _source(name: str) -> Source:
+    """``resolve(name)``, with a zoo name resolved on to the folder it lives in."""
+    src = resolve(name)
+    if src.kind == "zoo":
         from ..zoo import zoo_path
 
-        return zoo_path(name)
-    return name
+        src = resolve(zoo_path(name))
+    return src
 
 
 def load_model(name: str, *, precision: str = "auto", revision: str | None = "main", device: Any = None,
@@ -205,22 +211,21 @@ def load_model(name: str, *, precision: str = "auto", revision: str | None = "ma
     """
     from transformers import AutoModelForCausalLM
 
-    from ..checkpoints import detect_format
     from .tuned_lens import enable
 
     dtypes = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
               "int8": torch.float16}  # fmt: skip
     if precision not in dtypes:
         raise ValueError(f"Unknown precision: {precision!r}; one of {sorted(dtypes)}")
-    path = resolve_model_name(name)
-    fmt = detect_format(path) if os.path.isdir(path) else None
-    if fmt is not None:
-        model = fmt.load(path)
+    src = _source(name)
+    path = str(src.value)
+    if src.checkpoint_format is not None:
+        model = src.checkpoint_format.load(path)
         if precision not in ("auto", "float32"):
             model = model.to(dtypes[precision])
     else:
         kwargs: dict[str, Any] = {"dtype": dtypes[precision], "local_files_only": must_use_cache}
-        if revision is not None and not os.path.isdir(path):
+        if revision is not None and src.kind == "hub":
             kwargs["revision"] = revision
         if precision == "int8":
             from transformers import BitsAndBytesConfig
@@ -248,11 +253,11 @@ def load_tokenizer(name: str, *, revision: str | None = "main", must_use_cache: 
     """The tokenizer of a zoo name / folder (its own, or the byte tokenizer if it has none) / hub id."""
     from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-    from ..model import _find_tokenizer
+    from ..tokenizer import find_tokenizer
 
     path = resolve_model_name(name)
     if os.path.isdir(path):
-        tokenizer = _find_tokenizer(path)
+        tokenizer = find_tokenizer(path)
     else:
         kwargs: dict[str, Any] = {"revision": revision, "local_files_only": must_use_cache}
         if slow:

@@ -12,7 +12,7 @@ from .blinkdl import blinkdl_version, convert_blinkdl, load_blinkdl, save_blinkd
 from .rwkv5 import Rwkv5Config, Rwkv5ForCausalLM
 from .rwkv6 import Rwkv6Config, Rwkv6ForCausalLM
 from .rwkv7 import Rwkv7Config, Rwkv7ForCausalLM
-from .rwkv_common import RwkvCache
+from .rwkv_cache import RwkvCache
 
 __all__ = [
     "Rwkv5Config",

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ..errors import RemoteKeyError
+from ..sources import kind_of
 
 KEY_CLASS = "nnsight_rnn.model.HookedLanguageModel"
 """Import path at the front of every nnsight-rnn model key (what the server imports)."""
@@ -19,25 +20,16 @@ DEFAULT_TASK = "text-generation"
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_zoo(name: Any) -> bool:
-    from ..zoo import is_zoo_name
-
-    return isinstance(name, str) and is_zoo_name(name) and not os.path.exists(name)
-
-
 def source_kind(source: Any) -> str:
-    """``"zoo"`` (``zoo/<name>``), ``"folder"`` (an existing directory), ``"hub"`` (anything else), ``"memory"``.
+    """``"zoo"`` (``zoo/<name>``), ``"folder"`` (an existing directory), ``"pth"``, ``"hub"`` (anything else), ``"memory"``.
 
-    ``"memory"`` is a model without a checkpoint to name: an HF module built from a config
-    (``config._name_or_path`` empty).
+    The shape-only classification of :func:`nnsight_rnn.sources.kind_of` (a key may name a folder
+    that exists only on the server). ``"memory"`` is a model without a checkpoint to name: an HF
+    module built from a config (``config._name_or_path`` empty).
     """
     if not isinstance(source, str) or not source:
         return "memory"
-    if _is_zoo(source):
-        return "zoo"
-    if os.path.isdir(source):
-        return "folder"
-    return "hub"
+    return kind_of(source) or "hub"  # a file that is no checkpoint: nnsight's hub key, as before
 
 
 def key_data(source: str, family: str, *, revision: str | None = None, task: str | None = None) -> dict[str, Any]:
@@ -50,6 +42,11 @@ def key_data(source: str, family: str, *, revision: str | None = None, task: str
     kind = source_kind(source)
     if kind == "memory":
         raise RemoteKeyError(_MEMORY_HINT)
+    if kind == "pth":
+        raise RemoteKeyError(
+            f"{source!r} is a BlinkDL .pth checkpoint, which a server cannot rebuild from a key: load it, "
+            "save it with model._module.save_pretrained(folder) and load that folder"
+        )
     if kind == "hub":
         raise RemoteKeyError(f"{source!r} is neither a local folder nor a zoo name; hub ids get nnsight's hub key")
     if kind == "folder" and not os.path.exists(os.path.join(source, "config.json")):

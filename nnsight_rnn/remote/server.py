@@ -29,7 +29,7 @@ def model_key(source: str, *, card: str | None = None, revision: str | None = No
         from ..zoo import get_spec
 
         card = get_spec(source).family
-    if kind in ("zoo", "folder"):
+    if kind in ("zoo", "folder", "pth"):
         if card is None:
             from transformers import AutoConfig
 

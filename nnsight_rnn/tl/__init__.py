@@ -21,7 +21,9 @@ except ImportError as error:  # pragma: no cover - exercised only without the op
     ) from error
 
 from .bridge import boot_bridge, register_bridge_adapters, unregister_bridge_adapters
-from .hooked import BridgedHookPoint, HookedLM, HookedLMConfig, UnknownTLHookError, lm_cross_entropy, load
+from .bridging import BridgedHookPoint
+from .config import HookedLMConfig
+from .hooked import HookedLM, UnknownTLHookError, lm_cross_entropy, load
 from .residual import (
     accumulated_resid,
     apply_ln_final,

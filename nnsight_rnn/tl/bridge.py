@@ -68,7 +68,7 @@ def _adapters() -> dict[str, type]:
 
     from ..hooks import HookPoint as RNNHookPoint
     from ..surgery import install
-    from .hooked import BridgedHookPoint, OutputOf
+    from .bridging import BridgedHookPoint, OutputOf
 
     class HookableMixerBridge(GeneralizedComponent):
         """Wraps an nnsight-rnn hookable mixer (or RWKV channel-mix): ``hook_in`` / ``hook_out`` around its

@@ -2,56 +2,16 @@
 
 :class:`HookedLM` owns the HF model (hooked in place by :func:`nnsight_rnn.surgery.install`, same
 parameters, same ``state_dict`` under the ``hf_model.`` prefix) and a parallel tree of
-TransformerLens ``HookPoint`` modules named the TransformerLens way::
-
-    hook_embed                              [b, pos, d_model]   output of the embedding
-    blocks.{i}.hook_resid_pre               [b, pos, d_model]   input of block i (the residual stream)
-    blocks.{i}.hook_mixer_in                [b, pos, d_model]   input of the token mixer (after the block's norm)
-    blocks.{i}.mixer.hook_*                 [b, pos, ...]       the hookable mixer's own hook points
-    blocks.{i}.hook_mixer_out               [b, pos, d_model]   output of the token mixer (added to the residual)
-    blocks.{i}.hook_mlp_in / hook_mlp_out   [b, pos, d_model]   where the family has an MLP (GPT-2, RWKV channel-mix)
-    blocks.{i}.mlp.hook_*                   [b, pos, ...]       hookable MLP hook points (RWKV-4 channel-mix)
-    blocks.{i}.hook_resid_post              [b, pos, d_model]   output of block i
-    blocks.0.pre_ln.hook_normalized         [b, pos, d_model]   RWKV-4 only: block 0's LayerNorm of the embedding
-                                                                (RWKV-7: ``blocks.0.pre_norm.hook_normalized``)
-    ln_final.hook_normalized                [b, pos, d_model]   output of the final norm
-    hook_unembed                            [b, pos, d_vocab]   logits
-
-Every TransformerLens hook point is *bridged* to a place in the HF model: either one of
-nnsight-rnn's own hook points (``nnsight_rnn.hooks.HookPoint``) or the input / output of a module
-(blocks, mixer, MLP, norms). The bridge is a plain torch hook that exists only while the
-TransformerLens hook point has hooks (forward or backward), so:
-
-- an idle :class:`HookedLM` runs exactly the HF model (no hooks installed);
-- expensive per-position states (``hook_ssm_state``, ``hook_ssm_write``, ``hook_wkv_state``, ...) are
-  computed only while a TransformerLens hook listens to them, the same rule as under nnsight;
-- edits returned by a hook replace the value in the HF model, with the meaning of that hook point
-  (see docs/state-semantics.md: ``state_write`` edits propagate, ``state_readout`` edits change one
-  position's output only);
-- backward hooks (``dir="bwd"``) see the gradient w.r.t. the hooked value.
-
-Aliases (TransformerLens / TransformerBridge spellings and the card's aliases, e.g.
-``blocks.{i}.hook_in`` -> ``hook_resid_pre``, ``blocks.{i}.mixer.hook_h`` -> ``hook_ssm_state``) are
-hook points of their own, bridged to the same place, with their own name: they are accepted wherever
-a name is (``add_hook``, ``run_with_hooks``, ``names_filter`` lists) and cached under the name asked
-for, but are not in ``hook_dict``, so ``names_filter=None`` or a predicate visits each value once.
-
-Every per-position state hook also has a ``..._flat`` alias (``blocks.{i}.mixer.hook_ssm_state_flat``):
-the same value as ``[b, pos, d_inner * N]`` (edits reshaped back), the layout sae-lens and other
-one-vector-per-position tools need.
-
-Position is axis 1 of every hook value that has one (``pos_dim``); carried states (``*_state_in``,
-``*_state_out``) have ``pos_dim = None``. Note: TransformerBridge's Mamba-1 ``hook_ssm_state`` is
-``[b, d_inner, pos, N]`` (``pos_dim = 2``); here it is ``[b, pos, d_inner, N]``.
+TransformerLens hook points: their names are listed in :mod:`nnsight_rnn.tl.names`, and how each
+reads and writes its value in the HF model in :mod:`nnsight_rnn.tl.bridging`. An idle
+:class:`HookedLM` runs exactly the HF model; per-position states are computed only while hooked.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -66,211 +26,13 @@ except ImportError:  # pragma: no cover - older layout
 
 from ..cards import Card
 from ..errors import UnknownTLHookError
-from ..hooks import HookPoint as RNNHookPoint
-from ..hooks import hook_points as rnn_hook_points
-from ..surgery import _resolve_card, get_module, install, layers_of, standard_path
+from ..surgery import get_module, install, layers_of, resolve_card
+from ..tokenizer import find_tokenizer
+from .bridging import HookNames, Namespace
+from .config import make_config
+from .names import build_hook_points
 
 HF_PREFIX = "hf_model"
-# Block-0 norms of the embedding (RWKV-4 ``pre_ln``, RWKV-7 ``pre_norm``): their output starts the residual stream.
-EMBED_NORMS = ("pre_ln", "pre_norm")
-# ``blocks.{i}.mixer.hook_ssm_state_flat``: a per-position state hook as ``[b, pos, prod(state dims)]``.
-FLAT_SUFFIX = "_flat"
-
-
-# -- bridges: where a TransformerLens hook point reads and writes its value -----------------------------------
-
-
-@dataclass(frozen=True)
-class OutputOf:
-    """The output of ``module`` (the first element when the module returns a tuple)."""
-
-    module: nn.Module
-
-    def attach(self, point: TLHookPoint) -> RemovableHandle:
-        def bridge(module: nn.Module, args: tuple, output: Any) -> Any:
-            if isinstance(output, tuple):
-                return (point(output[0]), *output[1:])
-            return point(output)
-
-        return self.module.register_forward_hook(bridge)
-
-    def describe(self) -> str:
-        return f"output of {type(self.module).__name__}"
-
-
-@dataclass(frozen=True)
-class InputOf:
-    """The first positional argument of ``module`` (or its ``hidden_states`` keyword)."""
-
-    module: nn.Module
-
-    def attach(self, point: TLHookPoint) -> RemovableHandle:
-        def bridge(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Any:
-            if args:
-                return (point(args[0]), *args[1:]), kwargs
-            if "hidden_states" in kwargs:
-                return args, {**kwargs, "hidden_states": point(kwargs["hidden_states"])}
-            raise RuntimeError(
-                f"nnsight_rnn.tl: cannot find the input of {type(module).__name__} for hook {point.name!r} "
-                "(no positional argument and no `hidden_states` keyword); please report this model."
-            )
-
-        return self.module.register_forward_pre_hook(bridge, with_kwargs=True)
-
-    def describe(self) -> str:
-        return f"input of {type(self.module).__name__}"
-
-
-@dataclass(frozen=True)
-class FlatOutputOf:
-    """The output of ``module`` with the axes after position flattened: ``[b, pos, ...] -> [b, pos, prod(...)]``.
-
-    Edits are reshaped back, so they apply to the original value. This is the ``[batch, pos, d_in]``
-    layout that tools expecting one vector per position (sae-lens) need for state hooks.
-    """
-
-    module: nn.Module
-
-    def attach(self, point: TLHookPoint) -> RemovableHandle:
-        def bridge(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            return point(output.flatten(2)).reshape(output.shape)
-
-        return self.module.register_forward_hook(bridge)
-
-    def describe(self) -> str:
-        return f"output of {type(self.module).__name__}, flattened after the position axis"
-
-
-Bridge = OutputOf | InputOf | FlatOutputOf
-
-
-class BridgedHookPoint(TLHookPoint):
-    """A TransformerLens ``HookPoint`` whose value lives in the HF model (see the module docstring).
-
-    Attributes (besides TransformerLens's ``name``, ``ctx``, ``fwd_hooks``, ``bwd_hooks``, ``pos_dim``):
-        kind: ``"activation"``, ``"resid"``, ``"state_readout"``, ``"state_write"`` or ``"state_carried"``.
-        expensive: computed only while hooked (per-position states).
-        doc: one line: shape and meaning.
-        alias_of: the canonical name when this point is an alias, else ``None``.
-        source: the nnsight-rnn hook point it bridges to, if any (``positions`` is read from / written to it).
-    """
-
-    def __init__(
-        self,
-        bridge: Bridge,
-        *,
-        pos_dim: int | None,
-        kind: str = "activation",
-        expensive: bool = False,
-        doc: str = "",
-        alias_of: str | None = None,
-        source: RNNHookPoint | None = None,
-    ) -> None:
-        super().__init__()
-        self.pos_dim = pos_dim
-        self.kind = kind
-        self.expensive = expensive
-        self.doc = doc
-        self.alias_of = alias_of
-        # Plain attributes (not submodules): the bridge only references HF modules.
-        self.__dict__["_bridge"] = bridge
-        self.__dict__["_source"] = source
-        self.__dict__["_link"] = None
-
-    @property
-    def source(self) -> RNNHookPoint | None:
-        return self.__dict__["_source"]
-
-    @property
-    def positions(self) -> list[int] | None:
-        """Positions an expensive state hook computes (``None``: all); see ``nnsight_rnn.hooks.HookPoint``."""
-        return None if self.source is None else self.source.positions
-
-    @positions.setter
-    def positions(self, value: list[int] | None) -> None:
-        if self.source is None or not self.source.expensive:
-            raise ValueError(f"hook {self.name!r} is not a per-position state hook; positions cannot be selected")
-        self.source.positions = None if value is None else list(value)
-
-    # Every way a hook gets registered goes through these, so the bridge follows the hooks.
-    def register_forward_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
-        handle = super().register_forward_hook(*args, **kwargs)
-        self._sync()
-        return handle
-
-    def register_forward_pre_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
-        handle = super().register_forward_pre_hook(*args, **kwargs)
-        self._sync()
-        return handle
-
-    def register_full_backward_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
-        handle = super().register_full_backward_hook(*args, **kwargs)
-        self._sync()
-        return handle
-
-    def remove_hooks(self, *args: Any, **kwargs: Any) -> None:
-        super().remove_hooks(*args, **kwargs)
-        self._sync()
-
-    def is_linked(self) -> bool:
-        """Whether the bridge torch hook is installed in the HF model right now."""
-        return self.__dict__["_link"] is not None
-
-    def _sync(self) -> None:
-        listening = bool(
-            self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
-        )
-        link = self.__dict__["_link"]
-        if listening and link is None:
-            self.__dict__["_link"] = self.__dict__["_bridge"].attach(self)
-        elif not listening and link is not None:
-            link.remove()
-            self.__dict__["_link"] = None
-
-    def __repr__(self) -> str:
-        extra = f", alias of {self.alias_of!r}" if self.alias_of else ""
-        return f"BridgedHookPoint(name={self.name!r}, kind={self.kind}, pos_dim={self.pos_dim}{extra})"
-
-
-class _Namespace(nn.Module):
-    """A parameterless group of hook points (``blocks.3``, ``blocks.3.mixer``, ``ln_final``)."""
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never called
-        raise RuntimeError("hook namespaces are not callable")
-
-
-class _Names(dict):
-    """``mod_dict`` / ``hook_dict`` with an error naming the nearest hook names."""
-
-    def __missing__(self, key: str) -> Any:
-        near = difflib.get_close_matches(str(key), [k for k in self if "hook" in k], n=5, cutoff=0.5)
-        hint = f" Nearest: {near}." if near else ""
-        raise UnknownTLHookError(
-            f"no hook point named {key!r} on this model.{hint} List them with sorted(model.hook_dict) "
-            "(canonical names) or model.hook_names(include_aliases=True)."
-        )
-
-
-@dataclass
-class HookedLMConfig:
-    """The subset of TransformerLens's ``cfg`` that tools read (sae-lens, TL utilities)."""
-
-    model_name: str
-    family: str
-    n_layers: int
-    d_model: int
-    d_vocab: int
-    d_vocab_out: int
-    n_ctx: int | None
-    device: torch.device
-    dtype: torch.dtype
-    is_recurrent: bool
-    normalization_type: str | None
-    original_architecture: str
-    default_prepend_bos: bool = False
-    tokenizer_prepends_bos: bool = False
-    default_padding_side: str = "left"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _StopForward(Exception):
@@ -306,7 +68,7 @@ class HookedLM(HookedRootModule):
 
     def __init__(self, model: nn.Module, card: Card | str | None = None, tokenizer: Any = None) -> None:
         super().__init__()
-        card = _resolve_card(model, card)
+        card = resolve_card(model, card)
         if any(p.device.type == "meta" for p in model.parameters()):
             raise ValueError(
                 "this model's weights are not loaded (meta tensors): load it with "
@@ -316,163 +78,23 @@ class HookedLM(HookedRootModule):
         self.card = card
         self.hf_model = model
         if tokenizer is None:
-            from ..model import _find_tokenizer
-
-            tokenizer = _find_tokenizer(model)
+            tokenizer = find_tokenizer(model)
         self.tokenizer = tokenizer
         # Plain attributes, not submodules: the HF modules are registered once, under ``hf_model``.
         self.__dict__["_layers"] = layers_of(model, card)
         self.__dict__["_final_norm"] = get_module(model, card.modules["final_norm"])
         self.__dict__["_unembed"] = get_module(model, card.modules["unembed"])
         self.__dict__["_embed"] = get_module(model, card.modules["embed"])
-        self.cfg = self._make_cfg()
-        self.blocks = nn.ModuleList(_Namespace() for _ in range(len(self._layers)))
-        self._build_hook_points()
+        self.cfg = make_config(
+            model, card, len(self._layers), embed=self._embed, final_norm=self._final_norm,
+            unembed=self._unembed, tokenizer=tokenizer,
+        )  # fmt: skip
+        self.blocks = nn.ModuleList(Namespace() for _ in range(len(self._layers)))
+        table = build_hook_points(
+            self, model, card, self._layers, embed=self._embed, final_norm=self._final_norm, unembed=self._unembed
+        )
+        self._canonical, self._aliases, self.resid_start = table.canonical, table.aliases, table.resid_start
         self.setup()
-
-    # -- construction ------------------------------------------------------------------------------
-
-    def _make_cfg(self) -> HookedLMConfig:
-        config = self.hf_model.config
-        param = next(self.hf_model.parameters())
-        weight = getattr(self._embed, "weight", None)
-        d_model = int(weight.shape[1]) if weight is not None else int(config.hidden_size)
-        unembed_w = getattr(self._unembed, "weight", None)
-        d_vocab_out = int(unembed_w.shape[0]) if unembed_w is not None else int(config.vocab_size)
-        n_ctx = next(
-            (getattr(config, k) for k in ("n_positions", "max_position_embeddings") if getattr(config, k, None)),
-            None,
-        )
-        norm = self._final_norm
-        norm_type = "LN" if isinstance(norm, nn.LayerNorm) else ("RMS" if "RMSNorm" in type(norm).__name__ else None)
-        return HookedLMConfig(
-            model_name=str(getattr(config, "_name_or_path", "") or type(self.hf_model).__name__),
-            family=self.card.family,
-            n_layers=len(self._layers),
-            d_model=d_model,
-            d_vocab=int(config.vocab_size),
-            d_vocab_out=d_vocab_out,
-            n_ctx=n_ctx,
-            device=param.device,
-            dtype=param.dtype,
-            is_recurrent=self.card.is_recurrent,
-            normalization_type=norm_type,
-            original_architecture=type(self.hf_model).__name__,
-            default_padding_side=getattr(self.tokenizer, "padding_side", "left") or "left",
-        )
-
-    def _place(self, name: str, point: BridgedHookPoint) -> None:
-        """Register ``point`` at dotted ``name`` in the namespace tree (creating namespaces)."""
-        parent: nn.Module = self
-        parts = name.split(".")
-        for part in parts[:-1]:
-            if part.isdigit():
-                parent = parent[int(part)]  # type: ignore[index]
-                continue
-            child = parent._modules.get(part)
-            if child is None:
-                child = _Namespace()
-                parent.add_module(part, child)
-            parent = child
-        if parts[-1] in parent._modules:
-            raise ValueError(f"nnsight_rnn.tl: two hook points named {name!r}")
-        parent.add_module(parts[-1], point)
-
-    def _build_hook_points(self) -> None:
-        card = self.card
-        self._canonical: list[str] = []
-        self._aliases: dict[str, str] = {}
-        resid = dict(pos_dim=1, kind="resid")
-        act = dict(pos_dim=1, kind="activation")
-
-        def add(name: str, bridge: Bridge, aliases: tuple[str, ...] = (), **meta: Any) -> None:
-            self._place(name, BridgedHookPoint(bridge, **meta))
-            self._canonical.append(name)
-            for alias in aliases:
-                if alias in self._aliases or alias in self._canonical:
-                    continue
-                self._place(alias, BridgedHookPoint(bridge, alias_of=name, **meta))
-                self._aliases[alias] = name
-
-        # Our own hook points by standard name (``layers.3.mixer.hook_x``), in execution order.
-        ours_by_layer: dict[int, list[tuple[str, RNNHookPoint]]] = {}
-        for path, hp in rnn_hook_points(self.hf_model).items():
-            std = standard_path(card, path)
-            if std.startswith("layers."):
-                idx = int(std.split(".")[1])
-                ours_by_layer.setdefault(idx, []).append((std, hp))
-
-        add("hook_embed", OutputOf(self._embed), **resid, doc="embedding output [b, pos, d_model]")
-        self.resid_start = "blocks.0.hook_resid_pre"  # the residual stream's first term (see residual.py)
-        mixer_path = card.modules["mixer"]
-        mlp_path = card.modules.get("mlp")
-        for i, layer in enumerate(self._layers):
-            b = f"blocks.{i}"
-            embed_norm = next((c for c in EMBED_NORMS if isinstance(getattr(layer, c, None), nn.Module)), None)
-            if i == 0 and embed_norm is not None:
-                self.resid_start = f"{b}.{embed_norm}.hook_normalized"
-                add(
-                    self.resid_start, OutputOf(getattr(layer, embed_norm)), **resid,
-                    doc="RWKV block 0's LayerNorm of the embedding: the residual stream's first term [b, pos, d_model]",
-                )  # fmt: skip
-            add(
-                f"{b}.hook_resid_pre", InputOf(layer), (f"{b}.hook_in",), **resid,
-                doc="input of the block: the residual stream [b, pos, d_model]",
-            )  # fmt: skip
-            mixer = get_module(layer, mixer_path)
-            tl = card.tl_aliases  # the family's TransformerLens names, from its card
-            mixer_aliases = [f"{b}.mixer.hook_in", *(f"{b}.{a}" for a in tl.get("mixer_in", ()))]
-            mixer_out_aliases = [f"{b}.mixer.hook_out", *(f"{b}.{a}" for a in tl.get("mixer_out", ()))]
-            add(
-                f"{b}.hook_mixer_in", InputOf(mixer), tuple(mixer_aliases), **act,
-                doc="input of the token mixer (normed residual) [b, pos, d_model]",
-            )  # fmt: skip
-            mixer_hps = [(s, hp) for s, hp in ours_by_layer.get(i, []) if s.startswith(f"layers.{i}.mixer.")]
-            for std, hp in mixer_hps:
-                self._add_ours(add, std, hp)
-            if card.is_recurrent and isinstance(getattr(mixer, "in_proj", None), nn.Module):
-                add(
-                    f"{b}.mixer.hook_in_proj", OutputOf(mixer.in_proj), **act,
-                    doc="in_proj output (TransformerBridge's name) [b, pos, in_proj.out_features]",
-                )  # fmt: skip
-            add(
-                f"{b}.hook_mixer_out", OutputOf(mixer), tuple(mixer_out_aliases), **act,
-                doc="output of the token mixer, added to the residual stream [b, pos, d_model]",
-            )  # fmt: skip
-            if mlp_path:
-                mlp = get_module(layer, mlp_path)
-                in_aliases = [f"{b}.mlp.hook_in", *(f"{b}.{a}" for a in tl.get("mlp_in", ()))]
-                out_aliases = [f"{b}.mlp.hook_out", *(f"{b}.{a}" for a in tl.get("mlp_out", ()))]
-                add(
-                    f"{b}.hook_mlp_in", InputOf(mlp), tuple(in_aliases), **act, doc="input of the MLP [b, pos, d_model]"
-                )
-                for std, hp in ours_by_layer.get(i, []):
-                    if std.startswith(f"layers.{i}.mlp."):
-                        self._add_ours(add, std, hp)
-                add(
-                    f"{b}.hook_mlp_out", OutputOf(mlp), tuple(out_aliases), **act,
-                    doc="output of the MLP, added to the residual stream [b, pos, d_model]",
-                )  # fmt: skip
-            for std, hp in ours_by_layer.get(i, []):  # any other hook point of the block
-                if not (std.startswith(f"layers.{i}.mixer.") or std.startswith(f"layers.{i}.mlp.")):
-                    self._add_ours(add, std, hp)
-            add(
-                f"{b}.hook_resid_post", OutputOf(layer), (f"{b}.hook_out",), **resid,
-                doc="output of the block: the residual stream [b, pos, d_model]",
-            )  # fmt: skip
-        add("ln_final.hook_normalized", OutputOf(self._final_norm), **act, doc="final norm output [b, pos, d_model]")
-        add("hook_unembed", OutputOf(self._unembed), **act, doc="logits [b, pos, d_vocab]")
-
-    def _add_ours(self, add: Callable[..., None], std: str, hp: RNNHookPoint) -> None:
-        tl_name = "blocks." + std[len("layers.") :]
-        head, _, leaf = tl_name.rpartition(".")
-        aliases = tuple(f"{head}.{alias}" for alias, target in self.card.aliases.items() if target == leaf)
-        meta = dict(pos_dim=hp.pos_dim, kind=hp.kind, expensive=hp.expensive, doc=hp.doc, source=hp)
-        add(tl_name, OutputOf(hp), aliases, **meta)
-        if hp.expensive and hp.pos_dim == 1:  # per-position states as one vector per position
-            flat = f"{tl_name}{FLAT_SUFFIX}"
-            self._place(flat, BridgedHookPoint(FlatOutputOf(hp), alias_of=tl_name, **meta))
-            self._aliases[flat] = tl_name
 
     def setup(self) -> None:
         """Name the TransformerLens hook points and build ``mod_dict`` / ``hook_dict``.
@@ -481,8 +103,8 @@ class HookedLM(HookedRootModule):
         attributes and nnsight-rnn's hook names are not touched). ``hook_dict`` holds canonical
         names; ``mod_dict`` also holds aliases.
         """
-        self.mod_dict = _Names()
-        self.hook_dict = _Names()
+        self.mod_dict = HookNames()
+        self.hook_dict = HookNames()
         for name, module in self.named_modules():
             if name == "" or name == HF_PREFIX or name.startswith(HF_PREFIX + "."):
                 continue
@@ -491,10 +113,10 @@ class HookedLM(HookedRootModule):
                 self.mod_dict[name] = module
                 if getattr(module, "alias_of", None) is None:
                     self.hook_dict[name] = module
-            elif isinstance(module, _Namespace):
+            elif isinstance(module, Namespace):
                 self.mod_dict[name] = module
         order = {n: k for k, n in enumerate(self._canonical)}
-        self.hook_dict = _Names(sorted(self.hook_dict.items(), key=lambda kv: order.get(kv[0], len(order))))
+        self.hook_dict = HookNames(sorted(self.hook_dict.items(), key=lambda kv: order.get(kv[0], len(order))))
 
     def hook_points(self) -> list[TLHookPoint]:  # type: ignore[override]
         """Every TransformerLens hook point, aliases included (so that ``reset_hooks`` clears them all)."""

@@ -65,7 +65,8 @@ from transformers import initialization as init
 from ...hooks import HookPoint, select_positions
 from ...mixers.base import padding_mask
 from ...mixers.rwkv4 import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
-from ..rwkv_common import LayerCall, RwkvBackbone, RwkvCausalLM, RwkvPreTrainedBase, WkvTimeMix, per_head
+from ..rwkv_cache import LayerCall
+from ..rwkv_common import RwkvBackbone, RwkvCausalLM, RwkvPreTrainedBase, WkvTimeMix, per_head
 from ..wkv import outer_writes, wkv6_readout, wkv6_scan
 from .configuration import Rwkv6Config
 

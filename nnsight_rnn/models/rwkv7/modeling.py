@@ -75,7 +75,8 @@ from transformers import initialization as init
 from ...hooks import HookPoint, select_positions
 from ...mixers.base import padding_mask
 from ...mixers.rwkv4 import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
-from ..rwkv_common import LayerCall, RwkvBackbone, RwkvCausalLM, RwkvPreTrainedBase, WkvTimeMix, per_head
+from ..rwkv_cache import LayerCall
+from ..rwkv_common import RwkvBackbone, RwkvCausalLM, RwkvPreTrainedBase, WkvTimeMix, per_head
 from ..wkv import wkv7_readout, wkv7_scan
 from .configuration import Rwkv7Config
 
