@@ -1,7 +1,7 @@
 """Speed and memory benchmark: nnsight-rnn against the upstream baselines, in one process.
 
 ``nnsight-rnn bench`` (or ``python -m nnsight_rnn.bench``) builds ~130M-parameter random configs
-of each family (no download), then times, side by side:
+of each family whose card has a ``[bench] config`` (no download), then times, side by side:
 
 - ``hf``: the untouched HF model's forward (``torch.no_grad``);
 - ``nnsight``: a plain nnsight trace of the untouched HF model that saves every layer's output;
@@ -20,7 +20,6 @@ stdout and, with ``--json``, to a file.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import ctypes
 import gc
@@ -34,47 +33,31 @@ from typing import Any
 
 import torch
 
-SIZES: dict[str, Callable[[], Any]] = {}
+from .command_line import ArgumentParser
 
 
-def _size(name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
-    def deco(fn: Callable[[], Any]) -> Callable[[], Any]:
-        SIZES[name] = fn
-        return fn
+def benchmarked_families() -> list[str]:
+    """Families whose card has a ``[bench] config`` (and whose mixer kind is registered in this install)."""
+    from .cards import all_cards
+    from .mixers import MIXER_KINDS
 
-    return deco
-
-
-@_size("mamba")
-def _mamba_130m() -> Any:
-    from transformers import MambaConfig, MambaForCausalLM
-
-    return MambaForCausalLM(MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16))
+    return sorted(
+        family
+        for family, card in all_cards().items()
+        if card.bench_config and (not card.is_recurrent or card.mixer_kind in MIXER_KINDS)
+    )
 
 
-@_size("mamba2")
-def _mamba2_130m() -> Any:
-    from transformers import Mamba2Config, Mamba2ForCausalLM
+def bench_model(family: str) -> Any:
+    """A ~130M random model of ``family``: the stock HF class built from the card's ``[bench] config``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = Mamba2Config(
-        vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=128, head_dim=64, num_heads=24,
-        n_groups=1, expand=2,
-    )  # fmt: skip
-    return Mamba2ForCausalLM(cfg)
+    from .cards import get_card
 
-
-@_size("rwkv4")
-def _rwkv4_169m() -> Any:
-    from transformers import RwkvConfig, RwkvForCausalLM
-
-    return RwkvForCausalLM(RwkvConfig(vocab_size=50277, hidden_size=768, num_hidden_layers=12, context_length=4096))
-
-
-@_size("gpt2")
-def _gpt2_124m() -> Any:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    return GPT2LMHeadModel(GPT2Config(n_positions=4096))
+    card = get_card(family)
+    if not card.bench_config:
+        raise ValueError(f"the {family!r} card has no [bench] config; benchmarked families: {benchmarked_families()}")
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(card.model_types[0], **card.bench_config))
 
 
 class _MallInfo2(ctypes.Structure):
@@ -227,7 +210,8 @@ def _modes(family: str, ref: Any, ids: torch.Tensor) -> dict[str, Callable[[], A
 
         modes["rnn_states"] = rnn_states
         modes["rnn_traj"] = rnn_traj
-        tl = _tl_bridge_states(family, ref, ids, layers, positions)
+        pos_dim = card.tl_bridge.state_pos_dim if card.tl_bridge is not None else None
+        tl = _tl_bridge_states(pos_dim, ref, ids, layers, positions)
         if tl is not None:
             modes["tl_states"] = tl
     del nnsight
@@ -235,10 +219,13 @@ def _modes(family: str, ref: Any, ids: torch.Tensor) -> dict[str, Callable[[], A
 
 
 def _tl_bridge_states(
-    family: str, ref: Any, ids: torch.Tensor, layers: list[int], positions: list[int]
+    pos_dim: int | None, ref: Any, ids: torch.Tensor, layers: list[int], positions: list[int]
 ) -> Callable[[], Any] | None:
-    """TransformerBridge's own eager-scan state capture, or None without transformer-lens 4."""
-    if family not in ("mamba", "mamba2"):
+    """TransformerBridge's own eager-scan state capture (position axis ``pos_dim``, from the card), or None.
+
+    None where TransformerLens's bridge has no state hook for the family or transformer-lens 4 is absent.
+    """
+    if pos_dim is None:
         return None
     try:
         from nnsight_rnn.tl.bridge import boot_bridge, unregister_bridge_adapters
@@ -252,12 +239,12 @@ def _tl_bridge_states(
     for layer in layers:
         bridge.blocks[layer].mixer.eager_scan = True
     names = [f"blocks.{layer}.mixer.hook_ssm_state" for layer in layers]
+    index = torch.tensor(positions)
 
     def tl_states() -> None:
         with torch.no_grad():
             _, cache = bridge.run_with_cache(ids, names_filter=names, use_cache=False)
-        # Mamba-1's bridge lays states out [b, d_inner, pos, N], Mamba-2's [b, pos, H, P, N].
-        picked = [cache[n][:, :, positions] if family == "mamba" else cache[n][:, positions] for n in names]  # noqa: F841
+        picked = [cache[n].index_select(pos_dim, index) for n in names]  # noqa: F841
 
     return tl_states
 
@@ -270,7 +257,7 @@ def run(
     results = []
     for family in families:
         torch.manual_seed(0)
-        ref = SIZES[family]().eval()
+        ref = bench_model(family).eval()
         params = sum(p.numel() for p in ref.parameters()) / 1e6
         print(f"\n== {family}: {params:.0f}M parameters, {torch.get_num_threads()} threads")
         for batch in batches:
@@ -300,8 +287,9 @@ def _print_block(rows: list[Result]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nnsight-rnn bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--families", nargs="+", default=["mamba", "mamba2", "rwkv4", "gpt2"], choices=sorted(SIZES))
+    parser = ArgumentParser(prog="nnsight-rnn bench", description=__doc__.split("\n\n")[0])
+    available = benchmarked_families()
+    parser.add_argument("--families", nargs="+", default=available, choices=available)
     parser.add_argument("--batch", nargs="+", type=int, default=[1])
     parser.add_argument("--seq", nargs="+", type=int, default=[512])
     parser.add_argument("--modes", nargs="+", default=None)
@@ -311,11 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from nnsight_rnn.mixers import MIXER_KINDS
-
-    kinds = {"mamba": "mamba1", "mamba2": "mamba2", "rwkv4": "rwkv4", "gpt2": None}
-    families = [f for f in args.families if kinds[f] is None or kinds[f] in MIXER_KINDS]
-    results = run(families, args.batch, args.seq, args.modes, args.repeats)
+    results = run(args.families, args.batch, args.seq, args.modes, args.repeats)
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.__dict__ for r in results], f, indent=1)

@@ -1,6 +1,6 @@
 """Architecture cards: the declarative table that tells nnsight-rnn where things live in a model.
 
-One TOML file per family under ``adapters/`` in the source tree (packaged into the wheel as
+One TOML file per family under ``cards/`` in the source tree (packaged into the wheel as
 ``nnsight_rnn/cards/``). A card says which HF configs it matches (an explicit table of
 ``model_type`` values, no guessing), where embed / layers / mixer / mlp / final norm / unembed
 live, which hookable mixer kind replaces the original mixer, which model-level patches apply,
@@ -14,7 +14,7 @@ import difflib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomllib
 
@@ -52,6 +52,10 @@ class Card:
         contract_config: config overrides for a tiny random model of this family (``[contract]
             tiny_config``), on which :mod:`nnsight_rnn.contract` checks the upstream contract
             the first time the family is loaded in a process. Empty: no check.
+        bench_config: config overrides for a ~130M random model of this family (``[bench] config``),
+            which ``nnsight-rnn bench`` times against the stock model. Empty: not benchmarked.
+        tl_bridge: how nnsight-rnn's adapter for TransformerLens's ``TransformerBridge`` is built
+            (``[tl.bridge]``, see :class:`TLBridge`); ``None``: no bridge adapter.
     """
 
     family: str
@@ -68,6 +72,8 @@ class Card:
     residual_writers: tuple[str, ...] = ()
     tl_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     contract_config: dict[str, Any] = field(default_factory=dict)
+    bench_config: dict[str, Any] = field(default_factory=dict)
+    tl_bridge: TLBridge | None = None
     source: str = ""
 
     @property
@@ -107,6 +113,8 @@ class Card:
             residual_writers=tuple(data.get("residual_writers", ())),
             tl_aliases=_tl_aliases(data),
             contract_config=dict(data.get("contract", {}).get("tiny_config", {})),
+            bench_config=dict(data.get("bench", {}).get("config", {})),
+            tl_bridge=_tl_bridge(data),
             source=source,
         )
 
@@ -114,8 +122,38 @@ class Card:
 TL_ALIAS_KEYS = ("mixer_in", "mixer_out", "mlp_in", "mlp_out")
 
 
+@dataclass(frozen=True)
+class TLBridge:
+    """``[tl.bridge]``: where nnsight-rnn's mixer goes in TransformerLens's ``TransformerBridge`` (TL >= 4).
+
+    Attributes:
+        architecture: the HF class name TransformerLens keys its native adapter on (``"MambaForCausalLM"``);
+            nnsight-rnn's adapter subclasses that native adapter.
+        block: ``"ssm"`` (the native block stays; its ``mixer`` component becomes nnsight-rnn's mixer) or
+            ``"opaque"`` (the whole block is one component with the card's mixer and MLP inside).
+        state_pos_dim: the position axis of the *native* adapter's ``hook_ssm_state`` (Mamba-1:
+            ``[b, d_inner, pos, N]`` -> 2), for ``nnsight-rnn bench``'s comparison; ``None``: not compared.
+    """
+
+    architecture: str
+    block: Literal["ssm", "opaque"]
+    state_pos_dim: int | None = None
+
+
+def _tl_bridge(data: dict[str, Any]) -> TLBridge | None:
+    table = data.get("tl", {}).get("bridge")
+    if table is None:
+        return None
+    if table.get("block") not in ("ssm", "opaque") or not table.get("architecture"):
+        raise ValueError(
+            f"card {data['family']!r}: [tl.bridge] needs architecture = '<HF class name>' and block = 'ssm' or "
+            f"'opaque'; got {table}"
+        )
+    return TLBridge(table["architecture"], table["block"], table.get("state_pos_dim"))
+
+
 def _tl_aliases(data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-    table = dict(data.get("tl", {}))
+    table = {key: value for key, value in data.get("tl", {}).items() if key != "bridge"}
     unknown = set(table) - set(TL_ALIAS_KEYS)
     if unknown:
         raise ValueError(f"card {data['family']!r}: unknown [tl] keys {sorted(unknown)}; known: {list(TL_ALIAS_KEYS)}")
@@ -127,11 +165,11 @@ _BUILTINS_LOADED = False
 
 
 def _card_files() -> list[Path]:
-    # Installed wheel: nnsight_rnn/cards/*.toml. Source tree / editable install: ../adapters.
+    # Installed wheel: nnsight_rnn/cards/*.toml. Source tree / editable install: ../cards.
     packaged = resources.files("nnsight_rnn").joinpath("cards")
     if packaged.is_dir():
         return sorted(Path(str(p)) for p in packaged.iterdir() if p.name.endswith(".toml"))
-    source_tree = Path(__file__).resolve().parent.parent / "adapters"
+    source_tree = Path(__file__).resolve().parent.parent / "cards"
     return sorted(source_tree.glob("*.toml"))
 
 
@@ -142,9 +180,7 @@ def _ensure_loaded() -> None:
     _BUILTINS_LOADED = True
     files = _card_files()
     if not files:
-        raise RuntimeError(
-            "nnsight-rnn found no architecture cards: the installation is broken (adapters/*.toml missing)"
-        )
+        raise RuntimeError("nnsight-rnn found no architecture cards: the installation is broken (cards/*.toml missing)")
     for path in files:
         with open(path, "rb") as f:
             register_card(Card.from_dict(tomllib.load(f), source=str(path)))
@@ -203,6 +239,6 @@ def card_for(config_or_model: Any) -> Card:
     raise UnsupportedArchitectureError(
         f"nnsight-rnn has no card for model_type {model_type!r} "
         f"(class {type(config_or_model).__name__}). Supported families and their model types: {supported}. "
-        "To add one whose mixer kind exists, write a TOML card like adapters/mamba.toml and call "
+        "To add one whose mixer kind exists, write a TOML card like cards/mamba.toml and call "
         "nnsight_rnn.register_card(path) (see docs/adding-an-architecture.md)."
     )

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from .cards import all_cards, get_card
-from .errors import NnsightRnnError
+from .command_line import ArgumentParser, run_reporting_errors
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -78,7 +76,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 def _cmd_remote(args: argparse.Namespace) -> int:
     from .remote import main as remote_main
 
-    return remote_main(args.rest)
+    return remote_main(args.rest, prog="nnsight-rnn remote")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -96,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_reporting_errors(
             _FORWARDED[argv[0]], argparse.Namespace(rest=argv[1:]), prog=f"nnsight-rnn {argv[0]}"
         )
-    parser = argparse.ArgumentParser(prog="nnsight-rnn", description=__doc__)
+    parser = ArgumentParser(prog="nnsight-rnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="supported families; with FAMILY, its hook points")
     p.add_argument("family", nargs="?")
@@ -118,18 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="speed and memory against stock HF and plain nnsight (docs/performance.md)")
     args = parser.parse_args(argv)
     return run_reporting_errors(args.fn, args, prog="nnsight-rnn")
-
-
-def run_reporting_errors(fn: Callable[..., int | None], *args: Any, prog: str) -> int:
-    """Run a command; an :class:`~nnsight_rnn.errors.NnsightRnnError` becomes one stderr line and exit status 2.
-
-    Anything else is a bug and keeps its traceback.
-    """
-    try:
-        return fn(*args) or 0
-    except NnsightRnnError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

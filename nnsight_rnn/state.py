@@ -64,7 +64,10 @@ class RecurrentState:
         Allowed dtypes: the model's parameter dtype and float32 (nothing is cast silently).
         """
         if self.family != family:
-            raise StateShapeError(f"this state was made for a {self.family!r} model, not {family!r}")
+            raise StateShapeError(
+                f"this state was made for a {self.family!r} model, not {family!r}: carry a state between models of "
+                f"one family only; make one for this model with model.run_state(prefix) (or its trace's use_cache=True)"
+            )
         n_layers = model.config.num_hidden_layers
         if len(self.layers) != n_layers:
             raise StateShapeError(f"state has {len(self.layers)} layers; the model has {n_layers}")

@@ -13,6 +13,7 @@ from torch import nn
 
 from . import contract
 from .cards import Card, card_for, get_card
+from .errors import UnsupportedArchitectureError
 from .hooks import HookPoint
 from .mixers import HookableMixer, mixer_class
 from .mixers.base import known
@@ -126,10 +127,26 @@ def validate_card(model: nn.Module, card: Card) -> None:
 
 
 def resolve_card(model: nn.Module, card: Card | str | None) -> Card:
+    """The card for ``model``: ``card`` if given (a family name or a :class:`Card`), else the one matching it.
+
+    A card given for a model whose ``model_type`` another card claims is refused (an error, not a
+    guess): its module paths would not exist, or worse, exist with another meaning. A model type no
+    card claims (your own model) takes the card you give.
+    """
     if card is None:
         return card_for(model)
     if isinstance(card, str):
-        return get_card(card)
+        card = get_card(card)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type is not None and model_type not in card.model_types:
+        try:
+            own = card_for(model)
+        except UnsupportedArchitectureError:
+            return card
+        raise UnsupportedArchitectureError(
+            f"card {card.family!r} is for model types {list(card.model_types)}, but this {type(model).__name__} has "
+            f"model_type {model_type!r}, the {own.family!r} card's: pass card={own.family!r}, or leave card= out"
+        )
     return card
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from nnsight_rnn import steering as S
+from nnsight_rnn.command_line import ArgumentParser
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_TRAIN = DATA_DIR / "disposition_caa_train.json"
@@ -236,9 +237,7 @@ def plot(results: dict[str, Any], path: str, title: str) -> None:
 # and a bare global switch left autograd off for everything run after it.
 @torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     add_common_args(parser, "out/caa_steering")
     args = parser.parse_args(argv)
     train, test, data = load_data(args)
@@ -255,6 +254,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nnsight_rnn.cli import run_reporting_errors
+    from nnsight_rnn.command_line import run_reporting_errors
 
     sys.exit(run_reporting_errors(main, prog="caa_steering.py"))

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from nnsight_rnn import elk
+from nnsight_rnn.command_line import ArgumentParser
 
 SITE_STYLES = {"alice_alice": ":", "aeasy_bhard": "-"}
 METHOD_COLORS = {"logreg": "C0", "lda": "C1", "mean_diff": "C2", "ccs": "C3"}
@@ -54,9 +55,7 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--model", action="extend", nargs="+", default=None,
                         help="zoo name (zoo/mamba-tiny), folder or hub id; repeat (or list several) for more "
                         "models (default: zoo/mamba-tiny)")  # fmt: skip
@@ -221,6 +220,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nnsight_rnn.cli import run_reporting_errors
+    from nnsight_rnn.command_line import run_reporting_errors
 
     sys.exit(run_reporting_errors(main, prog="elk_probing.py"))

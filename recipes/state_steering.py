@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import caa_steering as caa  # the sibling recipe: shared command line and data
 
 from nnsight_rnn import steering as S
+from nnsight_rnn.command_line import ArgumentParser
 
 
 def compare(model: Any, enc: S.EncodedItems, resid: S.Steer, state: S.Steer, multipliers: list[float],
@@ -217,9 +218,7 @@ def plot(results: dict[str, Any], path: str) -> None:
 # and a bare global switch left autograd off for everything run after it.
 @torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     caa.add_common_args(parser, "out/state_steering")
     args = parser.parse_args(argv)
     train, test, data = caa.load_data(args)
@@ -236,6 +235,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nnsight_rnn.cli import run_reporting_errors
+    from nnsight_rnn.command_line import run_reporting_errors
 
     sys.exit(run_reporting_errors(main, prog="state_steering.py"))

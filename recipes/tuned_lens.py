@@ -55,6 +55,8 @@ if __name__ == "__main__":  # run as a script: this folder must not shadow the `
 
 import torch
 
+from nnsight_rnn.command_line import ArgumentParser
+
 DEFAULT_MODELS = ["zoo/mamba-tiny", "zoo/mamba2-tiny", "zoo/rwkv4-tiny", "zoo/gpt2-tiny"]
 
 
@@ -398,7 +400,7 @@ def plot(results: dict[str, Any], path: str | Path, title: str | None = None) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="zoo names, folders or hub ids")
     p.add_argument("--data", help="training text: .jsonl or .txt (default: generated grammar text)")
     p.add_argument("--eval-data", help="evaluation text (default: every 10th document of --data held out)")
@@ -482,6 +484,6 @@ def _summary(results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    from nnsight_rnn.cli import run_reporting_errors
+    from nnsight_rnn.command_line import run_reporting_errors
 
     sys.exit(run_reporting_errors(lambda: main(sys.argv[1:]) and 0, prog="tuned_lens.py"))

@@ -90,7 +90,7 @@ def test_state_of_wrong_dtype_and_layers():
     with pytest.raises(StateShapeError, match="2 layers; the model has 3"):
         model.run_state(torch.randint(0, 257, (1, 3)), state=short)
     other = RecurrentState("rwkv4", state.layers)
-    with pytest.raises(StateShapeError, match="made for a 'rwkv4' model"):
+    with pytest.raises(StateShapeError, match=r"made for a 'rwkv4' model, not 'mamba'.*model\.run_state\(prefix\)"):
         model.run_state(torch.randint(0, 257, (1, 3)), state=other)
 
 
@@ -176,3 +176,77 @@ def test_a_misspelled_hook_attribute_suggests_the_nearest_names():
             model.layers[1].mixer.hook_ssm_stat.output.save()
     with pytest.raises(AttributeError, match=r"Nearest: \['mixer'\]"):
         model.layers[0].mixr  # noqa: B018
+
+
+def test_a_card_for_another_model_type_is_refused_with_the_right_card() -> None:
+    from .families import rwkv4
+
+    with pytest.raises(
+        UnsupportedArchitectureError, match=r"card 'rwkv4' is for model types \['rwkv'\].*pass card='mamba'"
+    ):
+        nnsight_rnn.load(mamba(), card="rwkv4")
+    with pytest.raises(UnsupportedArchitectureError, match=r"pass card='rwkv4', or leave card= out"):
+        nnsight_rnn.load(rwkv4(), card="mamba")
+    assert nnsight_rnn.load(mamba(), card="mamba").card.family == "mamba"  # the right card is accepted
+
+
+def test_positions_set_on_a_hook_envoy_select_positions_and_are_refused_inside_a_trace() -> None:
+    """``envoy.positions = [...]`` was a silent no-op (it set an attribute on the envoy only)."""
+    model = nnsight_rnn.load(mamba())
+    ids = torch.randint(0, 257, (2, 8))
+    hook = model.layers[0].mixer.hook_ssm_state
+    hook.positions = [1, -1]
+    try:
+        assert hook._module.positions == [1, -1]
+        with model.trace(ids):
+            picked = hook.output.save()
+        assert picked.shape[1] == 2
+        hook.positions = [99]
+        with pytest.raises(
+            IndexError, match=r"position 99 is out of range .* this call has 8 positions \(valid: -8\.\.7\)"
+        ):
+            with model.trace(ids):
+                hook.output.save()
+        hook.positions = None
+        with pytest.raises(ValueError, match=r"cannot change inside a trace.*set them before the trace"):
+            with model.trace(ids):
+                model.layers[0].mixer.hook_ssm_state.positions = [1]
+                model.layers[0].mixer.hook_ssm_state.output.save()
+    finally:
+        hook._module.positions = None
+    assert hook._module.positions is None
+
+
+def test_layers_and_positions_out_of_range_name_the_valid_range() -> None:
+    from nnsight_rnn import tl
+    from nnsight_rnn.capture import capture_states
+
+    model = nnsight_rnn.load(mamba())
+    ids = torch.randint(0, 257, (1, 8))
+    with pytest.raises(IndexError, match="layer 5 is out of range: the model has 3 layers"):
+        capture_states(model, ids, layers=[5])
+    with pytest.raises(IndexError, match=r"position 50 is out of range .*\(valid: -8\.\.7\)"):
+        capture_states(model, ids, layers=[0], positions=[50])
+    with pytest.raises(AttributeError, match=r"has no attribute '7'\. Its submodules: \['0', '1', '2'\]"):
+        model.layers[7]
+    hooked = tl.load(mamba())
+    with pytest.raises(IndexError, match=r"stop_at_layer=9 is out of range for 3 layers \(valid: -4\.\.3\)"):
+        hooked(ids, stop_at_layer=9)
+    with pytest.raises(ValueError, match="return_type must be 'logits', 'loss', 'both' or None; got 'logit'"):
+        hooked(ids, return_type="logit")
+
+
+def test_state_artifacts_on_another_model_or_missing_are_named(tmp_path) -> None:
+    from nnsight_rnn.errors import ArtifactMismatchError
+    from nnsight_rnn.state import load_state, save_state
+
+    from .families import rwkv4
+
+    model = nnsight_rnn.load(mamba())
+    save_state(_state(model), str(tmp_path / "s"), model)
+    with pytest.raises(ArtifactMismatchError, match=r"different architecture.*'family': \('mamba', 'rwkv4'\)"):
+        load_state(str(tmp_path / "s"), nnsight_rnn.load(rwkv4()))
+    with pytest.raises(ArtifactMismatchError, match="other weights; pass allow_other_weights=True"):
+        load_state(str(tmp_path / "s"), nnsight_rnn.load(mamba()))
+    with pytest.raises(FileNotFoundError, match=r"is not an nnsight-rnn artifact: artifact\.json is missing"):
+        load_state(str(tmp_path / "nothing"), model)

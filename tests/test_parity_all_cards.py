@@ -18,7 +18,7 @@ from .families import FAMILIES
 
 ATOL = 1e-5
 # RWKV-4 in eval mode: stock rescales the residual by 2^-k (its hidden states are scaled, and
-# LayerNorm's effective eps changes, see adapters/rwkv4.toml); nnsight-rnn runs unscaled. Stock in
+# LayerNorm's effective eps changes, see cards/rwkv4.toml); nnsight-rnn runs unscaled. Stock in
 # train mode does not rescale (RWKV has no dropout), so that is the reference for it: exact.
 TRAIN_MODE_REFERENCE = {"rwkv4"}
 

@@ -101,3 +101,27 @@ def test_model_keys_classify_sources_with_the_same_resolver(tmp_path: Path) -> N
     assert kind_of(42) is None
     with pytest.raises(keys.RemoteKeyError, match=r"\.pth checkpoint.*save_pretrained\(folder\)"):
         keys.key_data(str(checkpoint), "rwkv7")
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["nosuch"], "invalid choice: 'nosuch'"),
+        (["demo", "--nosuch"], "unrecognized arguments: --nosuch"),
+        (["bench", "--families", "nosuch"], "invalid choice: 'nosuch'"),
+        (["zoo", "nosuch"], "invalid choice: 'nosuch'"),
+        (["zoo", "build", "zoo/nosuch"], "no zoo model named 'zoo/nosuch'. Available: zoo/mamba-tiny"),
+        (["remote", "key"], "the following arguments are required: source"),
+        (["info", "mamab"], "'mamab'"),
+    ],
+)
+def test_cli_bad_arguments_are_one_line_and_exit_2(
+    argv: list[str], names: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = cli_main(argv)
+    except SystemExit as exit_:  # argparse's own exit
+        code = exit_.code
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and names in err[0] and err[0].startswith("nnsight-rnn"), err

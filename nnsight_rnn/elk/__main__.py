@@ -14,6 +14,8 @@ import json
 import sys
 from typing import Any
 
+from ..command_line import ArgumentParser
+
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
     from .data import write_dataset
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .finetune import FinetuneConfig
 
     default = FinetuneConfig()
-    parser = argparse.ArgumentParser(prog="python -m nnsight_rnn.elk", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m nnsight_rnn.elk", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("dataset", help="write the quirky arithmetic dataset (train/test jsonl + manifest)")
@@ -116,6 +118,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..cli import run_reporting_errors
+    from ..command_line import run_reporting_errors
 
     sys.exit(run_reporting_errors(main, prog="python -m nnsight_rnn.elk"))

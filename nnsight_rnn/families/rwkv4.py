@@ -1,6 +1,6 @@
 """RWKV-4 (transformers ``RwkvForCausalLM``): model-level patches and the ``rwkv4_state`` format.
 
-The card ``adapters/rwkv4.toml`` names the patches below. After the time-mix swap (mixer kind
+The card ``cards/rwkv4.toml`` names the patches below. After the time-mix swap (mixer kind
 ``rwkv4``) they fix what stock HF gets wrong for interpretability users:
 
 ``rwkv4_blocks``

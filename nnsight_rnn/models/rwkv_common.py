@@ -21,9 +21,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from ..hooks import HookPoint, select_positions
 from ..mixers.rwkv4 import ACTIVATION_HOOK, CARRIED_HOOK, TokenShiftMixer
+from ..scans.wkv import outer_writes
 from ..upstream import OUTPUT_CACHE_FIELD, cache_argument, output_cache
 from .rwkv_cache import RWKV_CACHE, LayerCall, RwkvCache, cache_layers, call_mask, one_cache
-from .wkv import outer_writes
 
 
 def per_head(x: torch.Tensor, heads: int) -> torch.Tensor:

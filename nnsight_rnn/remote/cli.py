@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 
+from ..command_line import ArgumentParser
 from .deploy import deploy_config
 from .server import check_key, model_key
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nnsight_rnn.remote", description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m nnsight_rnn.remote") -> int:
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("key", help="print the model key of a folder, zoo/<name> or hub id")
     p.add_argument("source")

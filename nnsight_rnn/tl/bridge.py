@@ -54,18 +54,25 @@ def boot_bridge(hf_model: nn.Module, tokenizer: Any = None, device: str = "cpu",
 
 
 # -- nnsight-rnn adapters for TransformerBridge ---------------------------------------------------------------
+# One adapter per card with a ``[tl.bridge]`` table: a subclass of TransformerLens's native adapter for the
+# card's HF class, built from the card (module paths, [tl] aliases, block layout); nothing per family here.
+
+_BLOCK_HOOKS = {
+    "mixer_in": "mixer.hook_in",
+    "mixer_out": "mixer.hook_out",
+    "mlp_in": "mlp.hook_in",
+    "mlp_out": "mlp.hook_out",
+}
 
 
 def _adapters() -> dict[str, type]:
-    """Build the adapter classes (TransformerLens 4.x only; imported lazily)."""
-    from transformer_lens.model_bridge.generalized_components import SSMBlockBridge
+    """Architecture name -> nnsight-rnn adapter class, one per card with ``[tl.bridge]`` (TransformerLens 4.x)."""
+    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
     from transformer_lens.model_bridge.generalized_components.opaque_block import OpaqueBlockBridge
-    from transformer_lens.model_bridge.supported_architectures.falcon_mamba import FalconMambaArchitectureAdapter
-    from transformer_lens.model_bridge.supported_architectures.mamba import MambaArchitectureAdapter
-    from transformer_lens.model_bridge.supported_architectures.mamba2 import Mamba2ArchitectureAdapter
-    from transformer_lens.model_bridge.supported_architectures.rwkv import RwkvArchitectureAdapter
 
+    from ..cards import all_cards
+    from ..errors import UpstreamContractError
     from ..hooks import HookPoint as RNNHookPoint
     from ..surgery import install
     from .bridging import BridgedHookPoint, OutputOf
@@ -96,81 +103,72 @@ def _adapters() -> dict[str, type]:
                 return (self.hook_out(output[0]), *output[1:])
             return self.hook_out(output)
 
-    class SSMHookableMixerBridge(HookableMixerBridge):
-        hook_aliases = {"hook_ssm_out": "hook_out"}  # noqa: RUF012  (TransformerLens's class-level convention)
+    def adapter(card: Any, native: type) -> type:
+        bridge, modules = card.tl_bridge, card.modules
+        # The card's [tl] aliases (relative to blocks.{i}) -> TransformerLens's hook_aliases convention.
+        block_aliases = {alias: _BLOCK_HOOKS[key] for key, names in card.tl_aliases.items() for alias in names}
+        if bridge.block == "ssm":  # aliases that live inside the mixer component ("mixer.hook_ssm_out")
+            mixer_aliases = {
+                a.split(".", 1)[1]: t.split(".", 1)[1] for a, t in block_aliases.items() if a.startswith("mixer.")
+            }
+            mixer_cls = type("SSMHookableMixerBridge", (HookableMixerBridge,), {"hook_aliases": mixer_aliases})
 
-    def _swap_mixer(mapping: dict[str, Any]) -> None:
-        blocks = mapping["blocks"]
-        blocks.submodules["mixer"] = SSMHookableMixerBridge(name="mixer")
+            def customise(mapping: dict[str, Any]) -> None:
+                mapping["blocks"].submodules["mixer"] = mixer_cls(name=modules["mixer"])
+        else:  # "opaque": the block returns a tensor; its mixer and MLP are components inside it
+            aliases = {"hook_resid_pre": "hook_in", "hook_resid_post": "hook_out"}
+            aliases |= {f"hook_{key}": target for key, target in _BLOCK_HOOKS.items()} | block_aliases
+            block_cls = type("HookableBlockBridge", (OpaqueBlockBridge,), {"hook_aliases": aliases})
 
-    class _InstallMixin:
-        def prepare_model(self, hf_model: Any) -> None:
-            super().prepare_model(hf_model)  # type: ignore[misc]
-            install(hf_model)
+            def customise(mapping: dict[str, Any]) -> None:
+                mapping["blocks"] = block_cls(
+                    name=modules["layers"],
+                    submodules={"mixer": HookableMixerBridge(name=modules["mixer"]),
+                                "mlp": HookableMixerBridge(name=modules["mlp"])},
+                )  # fmt: skip
 
-    class NnsightRnnMambaAdapter(_InstallMixin, MambaArchitectureAdapter):
-        """TransformerLens's Mamba adapter with nnsight-rnn's hookable mixer: state hooks without
-        ``eager_scan`` / ``use_cache=False``, firing in prefill and every generation step."""
+        def __init__(self: Any, cfg: Any) -> None:
+            native.__init__(self, cfg)
+            customise(self.component_mapping)
 
-        def __init__(self, cfg: Any) -> None:
-            super().__init__(cfg)
-            _swap_mixer(self.component_mapping)
+        def prepare_model(self: Any, hf_model: Any) -> None:
+            native.prepare_model(self, hf_model)
+            install(hf_model, card)
 
-    class NnsightRnnFalconMambaAdapter(_InstallMixin, FalconMambaArchitectureAdapter):
-        def __init__(self, cfg: Any) -> None:
-            super().__init__(cfg)
-            _swap_mixer(self.component_mapping)
+        doc = (f"TransformerLens's {native.__name__} with nnsight-rnn's {card.family!r} card: its hookable mixer "
+               "(state hooks without eager_scan / use_cache=False, firing in prefill and every generation step).")  # fmt: skip
+        return type(
+            f"NnsightRnn{native.__name__}",
+            (native,),
+            {"__init__": __init__, "prepare_model": prepare_model, "__doc__": doc},
+        )
 
-    class NnsightRnnMamba2Adapter(_InstallMixin, Mamba2ArchitectureAdapter):
-        def __init__(self, cfg: Any) -> None:
-            super().__init__(cfg)
-            _swap_mixer(self.component_mapping)
-
-    class RwkvBlockBridge(OpaqueBlockBridge):
-        """A patched RWKV-4 block (returns a tensor): residual hooks plus mixer / MLP aliases."""
-
-        hook_aliases = {  # noqa: RUF012
-            "hook_resid_pre": "hook_in",
-            "hook_resid_post": "hook_out",
-            "hook_mixer_in": "mixer.hook_in",
-            "hook_mixer_out": "mixer.hook_out",
-            "hook_mlp_in": "mlp.hook_in",
-            "hook_mlp_out": "mlp.hook_out",
-            "hook_time_mix_in": "mixer.hook_in",
-            "hook_time_mix_out": "mixer.hook_out",
-            "hook_channel_mix_in": "mlp.hook_in",
-            "hook_channel_mix_out": "mlp.hook_out",
-        }
-
-    class NnsightRnnRwkvAdapter(_InstallMixin, RwkvArchitectureAdapter):
-        """RWKV-4 with nnsight-rnn's hookable time-mix (``blocks.{i}.mixer``) and channel-mix
-        (``blocks.{i}.mlp``): WKV state hooks (TransformerLens's own RWKV adapter has none), unscaled
-        residual in eval mode, attention_mask respected."""
-
-        def __init__(self, cfg: Any) -> None:
-            super().__init__(cfg)
-            self.component_mapping["blocks"] = RwkvBlockBridge(
-                name="rwkv.blocks",
-                submodules={
-                    "mixer": HookableMixerBridge(name="attention"),
-                    "mlp": HookableMixerBridge(name="feed_forward"),
-                },
+    adapters = {}
+    for card in all_cards().values():
+        if card.tl_bridge is None:
+            continue
+        arch = card.tl_bridge.architecture
+        native = _REPLACED.get(arch) or ArchitectureAdapterFactory._adapters.get(arch)
+        if native is None or getattr(native, "_nnsight_rnn", False):
+            raise UpstreamContractError(
+                f"TransformerLens has no native TransformerBridge adapter for {arch!r} (the {card.family!r} card's "
+                f"[tl.bridge] architecture); nnsight-rnn's adapter subclasses it. Installed: {_tl_version()}."
             )
+        adapters[arch] = adapter(card, native)
+    return adapters
 
-    del SSMBlockBridge  # imported to fail early if TransformerLens's layout changes
-    return {
-        "MambaForCausalLM": NnsightRnnMambaAdapter,
-        "FalconMambaForCausalLM": NnsightRnnFalconMambaAdapter,
-        "Mamba2ForCausalLM": NnsightRnnMamba2Adapter,
-        "RwkvForCausalLM": NnsightRnnRwkvAdapter,
-    }
+
+def _tl_version() -> str:
+    from importlib.metadata import version
+
+    return f"transformer-lens {version('transformer-lens')}"
 
 
 _REPLACED: dict[str, Any] = {}
 
 
 def register_bridge_adapters() -> dict[str, type]:
-    """Make ``TransformerBridge.boot_transformers`` use nnsight-rnn for Mamba, FalconMamba, Mamba-2, RWKV-4.
+    """Make ``TransformerBridge.boot_transformers`` use nnsight-rnn for every card with ``[tl.bridge]``.
 
     Replaces TransformerLens's native adapters (``ArchitectureAdapterFactory.register_adapter``);
     :func:`unregister_bridge_adapters` puts them back. Returns architecture name -> adapter class.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..command_line import ArgumentParser
 from .evaluate import evaluate
 from .registry import (
     SHIPPED,
@@ -210,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m nnsight_rnn.zoo [--force] [--quiet] [NAME ...]``: build zoo models (worker entry point)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m nnsight_rnn.zoo", description="Build tiny zoo models.")
+    parser = ArgumentParser(prog="python -m nnsight_rnn.zoo", description="Build tiny zoo models.")
     parser.add_argument("names", nargs="*", help=f"zoo names (default: all of {available()})")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -16,11 +16,12 @@ import torch
 pytest.importorskip("transformer_lens.model_bridge", reason="TransformerBridge needs transformer-lens >= 4")
 
 import nnsight_rnn
+from nnsight_rnn.cards import get_card
 from nnsight_rnn.tl.bridge import boot_bridge, register_bridge_adapters, unregister_bridge_adapters
 
 from ..families import FAMILIES, RECURRENT, STATE_HOOKS
 
-BRIDGED = [f for f in ("mamba", "falcon_mamba", "mamba2", "rwkv4") if f in RECURRENT]
+BRIDGED = [f for f in RECURRENT if get_card(f).tl_bridge is not None]  # cards with [tl.bridge]
 
 
 @pytest.fixture

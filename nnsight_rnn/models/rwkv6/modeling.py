@@ -37,7 +37,7 @@ hook_att_shift_state_out    [b, d]               token-shift state carried out (
 hook_wkv_state_out          [b, H, K, V]         WKV state carried out
 ==========================  ===================  ===========================================================
 
-State semantics (see :mod:`nnsight_rnn.models.wkv`): ``S_t = diag(w_t) S_{t-1} + W_t``, ``W_t = k_t v_t^T``,
+State semantics (see :mod:`nnsight_rnn.scans.wkv`): ``S_t = diag(w_t) S_{t-1} + W_t``, ``W_t = k_t v_t^T``,
 ``y_t = r_t^T (S_{t-1} + diag(u) W_t)``. ``hook_wkv_state[:, t]`` is ``S_{t-1}`` (``[:, 0]`` is the carried-in
 state): editing it changes the output at t only. ``hook_wkv_write[:, t]`` is ``W_t``: editing it changes t
 (through the bonus) and every later position and the state carried out; zeroing it writes nothing. Both cost
@@ -65,9 +65,9 @@ from transformers import initialization as init
 from ...hooks import HookPoint, select_positions
 from ...mixers.base import padding_mask
 from ...mixers.rwkv4 import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
+from ...scans.wkv import outer_writes, wkv6_readout, wkv6_scan
 from ..rwkv_cache import LayerCall
 from ..rwkv_common import RwkvBackbone, RwkvCausalLM, RwkvPreTrainedBase, WkvTimeMix, per_head
-from ..wkv import outer_writes, wkv6_readout, wkv6_scan
 from .configuration import Rwkv6Config
 
 

@@ -44,7 +44,7 @@ hook_att_shift_state_out    [b, d]               token-shift state carried out (
 hook_wkv_state_out          [b, H, K, V]         WKV state carried out
 ==========================  ===================  ===========================================================
 
-State semantics (see :mod:`nnsight_rnn.models.wkv`): ``S_t = diag(w_t) S_{t-1} + b_t (a_t^T S_{t-1})
+State semantics (see :mod:`nnsight_rnn.scans.wkv`): ``S_t = diag(w_t) S_{t-1} + b_t (a_t^T S_{t-1})
 + W_t`` and ``y_t = S_t^T r_t``. ``hook_wkv_state[:, t]`` is ``S_t``: editing it changes the output
 at t only (readout; the recurrence goes on from the unedited state). ``hook_wkv_write[:, t]`` is
 ``W_t``: editing it re-runs the recurrence from t (t, every later position, the state carried
@@ -75,9 +75,9 @@ from transformers import initialization as init
 from ...hooks import HookPoint, select_positions
 from ...mixers.base import padding_mask
 from ...mixers.rwkv4 import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
+from ...scans.wkv import wkv7_readout, wkv7_scan
 from ..rwkv_cache import LayerCall
 from ..rwkv_common import RwkvBackbone, RwkvCausalLM, RwkvPreTrainedBase, WkvTimeMix, per_head
-from ..wkv import wkv7_readout, wkv7_scan
 from .configuration import Rwkv7Config
 
 DECAY_SCALE = math.exp(-0.5)  # BlinkDL writes 0.606531

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from nnsight_rnn.models.wkv import outer_writes, wkv6_readout, wkv6_scan, wkv7_readout, wkv7_scan
+from nnsight_rnn.scans.wkv import outer_writes, wkv6_readout, wkv6_scan, wkv7_readout, wkv7_scan
 
-from .fla_refs import dplr_recurrence, naive_recurrent_rwkv6
+from ..models.fla_refs import dplr_recurrence, naive_recurrent_rwkv6
 
 ATOL = 1e-5
 B, L, H, N = 2, 24, 3, 8
