@@ -8,11 +8,11 @@ and ``AutoModelForCausalLM.from_pretrained(folder)`` find them. Their token mixe
 in place.
 """
 
+from ..mixers.rwkv_cache import RwkvCache
 from .blinkdl import blinkdl_version, convert_blinkdl, load_blinkdl, save_blinkdl
 from .rwkv5 import Rwkv5Config, Rwkv5ForCausalLM
 from .rwkv6 import Rwkv6Config, Rwkv6ForCausalLM
 from .rwkv7 import Rwkv7Config, Rwkv7ForCausalLM
-from .rwkv_cache import RwkvCache
 
 __all__ = [
     "Rwkv5Config",

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import save_file
 
 import nnsight_rnn
+from nnsight_rnn.mixers.rwkv_cache import RwkvCache
 from nnsight_rnn.models.blinkdl import blinkdl_version, load_blinkdl, to_blinkdl_state_dict
 from nnsight_rnn.models.rwkv5 import Rwkv5ForCausalLM
 from nnsight_rnn.models.rwkv6 import Rwkv6ForCausalLM
-from nnsight_rnn.models.rwkv_cache import RwkvCache
 
 from ..blinkdl import blinkdl_model, random_pth_v56
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 import nnsight_rnn
+from nnsight_rnn.mixers.rwkv_cache import RwkvCache
 from nnsight_rnn.models.blinkdl import blinkdl_version, load_blinkdl, save_blinkdl, to_blinkdl_state_dict
 from nnsight_rnn.models.rwkv7 import Rwkv7Config, Rwkv7ForCausalLM, Rwkv7TimeMix
-from nnsight_rnn.models.rwkv_cache import RwkvCache
 from nnsight_rnn.surgery import name_hook_points
 from nnsight_rnn.upstream import output_cache
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from ..mixers.base import StateFormat, known
-from ..mixers.rwkv4 import LayerState
 from ..state import RecurrentState
 from ..upstream import OUTPUT_CACHE_FIELD, output_cache
+from .base import StateFormat, known
+from .rwkv4 import LayerState
 
 SLOTS = ("att_shift", "wkv", "ffn_shift")
 
