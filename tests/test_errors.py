@@ -250,3 +250,13 @@ def test_state_artifacts_on_another_model_or_missing_are_named(tmp_path) -> None
         load_state(str(tmp_path / "s"), nnsight_rnn.load(mamba()))
     with pytest.raises(FileNotFoundError, match=r"is not an nnsight-rnn artifact: artifact\.json is missing"):
         load_state(str(tmp_path / "nothing"), model)
+
+
+def test_a_card_with_an_unknown_mixer_kind_lists_the_registered_kinds() -> None:
+    card = dict(nnsight_rnn.get_card("mamba").__dict__)
+    data = {"family": "mamba3_test", "description": "x", "mixer_kind": "mamba3", "match": {"model_types": ["mamba"]},
+            "modules": card["modules"]}  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"unknown mixer kind 'mamba3' .*registered kinds: \[.*'mamba1'.*register_mixer_kind"
+    ):
+        nnsight_rnn.install(mamba(), nnsight_rnn.Card.from_dict(data))

@@ -22,8 +22,13 @@ def register_mixer_kind(cls: type[HookableMixer]) -> type[HookableMixer]:
 
 
 def mixer_class(kind: str) -> type[HookableMixer]:
+    """The hookable mixer class registered under ``kind`` (a card's ``mixer_kind``)."""
     if kind not in MIXER_KINDS:
-        raise ValueError(f"unknown mixer kind {kind!r}; registered kinds: {sorted(MIXER_KINDS)}")
+        raise ValueError(
+            f"unknown mixer kind {kind!r} (a card's mixer_kind); registered kinds: {sorted(MIXER_KINDS)}. A new kind is "
+            "a HookableMixer subclass registered with nnsight_rnn.mixers.register_mixer_kind "
+            "(docs/adding-an-architecture.md)"
+        )
     return MIXER_KINDS[kind]
 
 
