@@ -6,7 +6,7 @@
 ...     h = model.layers[2].mixer.hook_ssm_state.output.save()   # [batch, pos, d_inner, N]
 """
 
-from . import families  # noqa: F401  (registers family patches and state formats)
+from . import models, patches  # noqa: F401  (registers RWKV-5/6/7 with transformers, and the cards' patches)
 from ._version import __version__ as __version__
 from .cards import Card, all_cards, card_for, get_card, register_card
 from .errors import (

@@ -10,9 +10,15 @@ in place.
 
 from ..mixers.rwkv_cache import RwkvCache
 from .blinkdl import blinkdl_version, convert_blinkdl, load_blinkdl, save_blinkdl
-from .rwkv5 import Rwkv5Config, Rwkv5ForCausalLM
-from .rwkv6 import Rwkv6Config, Rwkv6ForCausalLM
-from .rwkv7 import Rwkv7Config, Rwkv7ForCausalLM
+from .rwkv5 import Rwkv5Config, Rwkv5ForCausalLM, Rwkv5Model, Rwkv5TimeMix
+from .rwkv6 import Rwkv6Config, Rwkv6ForCausalLM, Rwkv6Model, Rwkv6TimeMix
+from .rwkv7 import Rwkv7Config, Rwkv7ForCausalLM, Rwkv7Model, Rwkv7TimeMix
+from .rwkv_common import register_family
+
+# With transformers' Auto classes (model types rwkv5 / rwkv6 / rwkv7), as mixer kinds, with the World tokenizer.
+register_family(Rwkv5Config, Rwkv5Model, Rwkv5ForCausalLM, Rwkv5TimeMix)
+register_family(Rwkv6Config, Rwkv6Model, Rwkv6ForCausalLM, Rwkv6TimeMix)
+register_family(Rwkv7Config, Rwkv7Model, Rwkv7ForCausalLM, Rwkv7TimeMix)
 
 __all__ = [
     "Rwkv5Config",

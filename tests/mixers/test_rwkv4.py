@@ -22,8 +22,8 @@ from transformers import RwkvConfig, RwkvForCausalLM
 from transformers.models.rwkv.modeling_rwkv import rwkv_linear_attention_cpu
 
 import nnsight_rnn
-from nnsight_rnn.families.rwkv4 import HookedRwkvBlock, HookedRwkvModel
 from nnsight_rnn.mixers.rwkv4 import HookableRwkv4ChannelMix, HookableRwkv4TimeMix
+from nnsight_rnn.patches.rwkv4 import HookedRwkvBlock, HookedRwkvModel
 from nnsight_rnn.scans.wkv4 import empty_state, wkv4_readout, wkv4_scan
 from nnsight_rnn.surgery import name_hook_points
 

@@ -1,7 +1,7 @@
-"""Model-level fixes named by cards (``patches = [...]``), applied after the mixer swap.
+"""The patch registry: patch name (as a card writes it) -> a function that fixes the HF model in place.
 
-Each patch takes the HF model and mutates it in place without touching parameters (the
-``state_dict`` must stay loadable by the stock class). Register more with :func:`register_patch`.
+A patch mutates the model without touching parameters (the ``state_dict`` must stay loadable by the
+stock class). Register more with :func:`register_patch`.
 """
 
 from __future__ import annotations

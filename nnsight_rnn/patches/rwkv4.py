@@ -1,4 +1,4 @@
-"""RWKV-4 (transformers ``RwkvForCausalLM``): model-level patches and the ``rwkv4_state`` format.
+"""RWKV-4 (transformers ``RwkvForCausalLM``): the model-level patches its card names.
 
 The card ``cards/rwkv4.toml`` names the patches below. After the time-mix swap (mixer kind
 ``rwkv4``) they fix what stock HF gets wrong for interpretability users:
@@ -51,8 +51,8 @@ from torch import nn
 from transformers.models.rwkv.modeling_rwkv import RwkvBlock, RwkvModel, RwkvOutput
 
 from ..mixers.rwkv4 import HF_SLOTS, HookableRwkv4ChannelMix, LayerState
-from ..patches import register_patch
 from ..scans.wkv4 import EMPTY_MAX
+from .registry import register_patch
 
 # nnsight warns once per block that the time-mix has a child named `output` (served as `E_output`);
 # the card renames it `out_proj`, so the warning only repeats what the card documents.
