@@ -31,7 +31,7 @@ import nnsight_rnn
 from nnsight_rnn.cards import get_card
 from nnsight_rnn.hooks import HookPoint
 from nnsight_rnn.mixers import MIXER_KINDS
-from nnsight_rnn.mixers.rwkv4 import TokenShiftMixer
+from nnsight_rnn.mixers.token_shift import TokenShiftMixer
 from nnsight_rnn.surgery import get_module, layers_of
 
 VOCAB = 300

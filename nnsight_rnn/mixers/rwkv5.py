@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from .rwkv4 import lerp_mix
 from .rwkv6 import Rwkv56ChannelMix, Rwkv56TimeMix
+from .token_shift import lerp_mix
 
 if TYPE_CHECKING:
     pass

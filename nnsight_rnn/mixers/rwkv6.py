@@ -50,8 +50,8 @@ from torch import nn
 from ..hooks import HookPoint, select_positions
 from ..scans.wkv import outer_writes, wkv6_readout, wkv6_scan
 from .base import padding_mask
-from .rwkv4 import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
 from .rwkv_cache import LayerCall
+from .token_shift import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
 from .wkv_time_mix import WkvTimeMix, per_head
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ class Rwkv56ChannelMix(RwkvChannelMix):
     """RWKV-5/6 channel-mix (``feed_forward``; nnsight ``layers[i].mlp``): ``sigmoid(receptance(xr)) * value(relu(key(xk))**2)``.
 
     ``forward(hidden [b, L, d], state: LayerCall | None, attention_mask [b, L] | None) -> [b, L, d]``
-    (:class:`~nnsight_rnn.mixers.rwkv4.RwkvChannelMix`). RWKV-6 mixes ``x + (shifted - x) * time_maa_*``,
+    (:class:`~nnsight_rnn.mixers.token_shift.RwkvChannelMix`). RWKV-6 mixes ``x + (shifted - x) * time_maa_*``,
     RWKV-5 ``x * time_mix_* + shifted * (1 - time_mix_*)``.
     """
 

@@ -62,8 +62,8 @@ from torch import nn
 from ..hooks import HookPoint, select_positions
 from ..scans.wkv import wkv7_readout, wkv7_scan
 from .base import padding_mask
-from .rwkv4 import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
 from .rwkv_cache import LayerCall
+from .token_shift import ACTIVATION_HOOK, RwkvChannelMix, maa_mix
 from .wkv_time_mix import WkvTimeMix, per_head
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ class Rwkv7ChannelMix(RwkvChannelMix):
     """RWKV-7 channel-mix (``ffn``; nnsight ``layers[i].mlp``): ``value(relu(key(x + (shifted - x) * x_k))**2)``.
 
     ``forward(hidden [b, L, d], state: LayerCall | None, attention_mask [b, L] | None) -> [b, L, d]``
-    (:class:`~nnsight_rnn.mixers.rwkv4.RwkvChannelMix` without a receptance gate).
+    (:class:`~nnsight_rnn.mixers.token_shift.RwkvChannelMix` without a receptance gate).
     """
 
     kind = "rwkv7_channel_mix"

@@ -23,7 +23,7 @@ import torch
 from ..state import RecurrentState
 from ..upstream import OUTPUT_CACHE_FIELD, output_cache
 from .base import StateFormat, known
-from .rwkv4 import LayerState
+from .token_shift import LayerState
 
 SLOTS = ("att_shift", "wkv", "ffn_shift")
 

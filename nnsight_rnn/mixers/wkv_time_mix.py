@@ -13,8 +13,8 @@ from torch import nn
 
 from ..hooks import HookPoint, select_positions
 from ..scans.wkv import outer_writes
-from .rwkv4 import ACTIVATION_HOOK, CARRIED_HOOK, TokenShiftMixer
 from .rwkv_cache import RWKV_CACHE, LayerCall
+from .token_shift import ACTIVATION_HOOK, CARRIED_HOOK, TokenShiftMixer
 
 
 def per_head(x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ A version (:mod:`~nnsight_rnn.models.rwkv6.modeling`, :mod:`~nnsight_rnn.models.
 its blocks and its module names (the ``state_dict`` layout of its hub folders). Its token mixers are
 hookable mixers under :mod:`nnsight_rnn.mixers` (``rwkv5``, ``rwkv6``, ``rwkv7``, sharing
 :mod:`~nnsight_rnn.mixers.wkv_time_mix`; the channel-mix and token shift are
-:mod:`nnsight_rnn.mixers.rwkv4`'s, shared with RWKV-4). The carried state (:class:`RwkvCache`, its
+:mod:`nnsight_rnn.mixers.token_shift`'s, shared with RWKV-4). The carried state (:class:`RwkvCache`, its
 slots and shapes) is :mod:`nnsight_rnn.mixers.rwkv_cache`.
 """
 

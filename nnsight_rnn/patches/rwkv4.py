@@ -50,7 +50,8 @@ import torch
 from torch import nn
 from transformers.models.rwkv.modeling_rwkv import RwkvBlock, RwkvModel, RwkvOutput
 
-from ..mixers.rwkv4 import HF_SLOTS, HookableRwkv4ChannelMix, LayerState
+from ..mixers.rwkv4 import HF_SLOTS, HookableRwkv4ChannelMix
+from ..mixers.token_shift import LayerState
 from ..scans.wkv4 import EMPTY_MAX
 from .registry import register_patch
 
