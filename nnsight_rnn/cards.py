@@ -119,7 +119,14 @@ class Card:
         )
 
 
-TL_ALIAS_KEYS = ("mixer_in", "mixer_out", "mlp_in", "mlp_out")
+TL_BLOCK_HOOKS: dict[str, str] = {
+    "mixer_in": "mixer.hook_in",
+    "mixer_out": "mixer.hook_out",
+    "mlp_in": "mlp.hook_in",
+    "mlp_out": "mlp.hook_out",
+}
+"""``[tl]`` key -> the TransformerBridge hook (relative to ``blocks.{i}``) that the key's aliases also name."""
+TL_ALIAS_KEYS = tuple(TL_BLOCK_HOOKS)
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ class SuggestingEnvoy(Envoy):
     def __setattr__(self, name: str, value: Any) -> None:
         module = self.__dict__.get("_module")
         if name == "positions" and isinstance(module, HookPoint):
-            interleaver = self.__dict__.get("_interleaver") or getattr(self, "interleaver", None)
-            if getattr(interleaver, "interleaving", False):
+            interleaver = self.__dict__.get("interleaver")  # set by Envoy.__init__
+            if interleaver is not None and interleaver.interleaving:
                 raise ValueError(
                     f"positions of {self.__dict__.get('path', 'this hook')!r} cannot change inside a trace (the model "
                     "is already running): set them before the trace, or use "

@@ -78,9 +78,9 @@ def kind_of(source: Any) -> SourceKind | None:
 
 def resolve(source: Any) -> Source:
     """Classify ``source`` (see the module docstring); raise :class:`SourceError` if it can be nothing."""
-    kind = kind_of(source)
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
+    kind = kind_of(source)
     if kind == "module":
         return Source("module", source)
     if not isinstance(source, str):

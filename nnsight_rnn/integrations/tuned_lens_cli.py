@@ -33,7 +33,6 @@ column, ``--data.name file.jsonl``.
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 from collections.abc import Iterator
@@ -255,8 +254,9 @@ def load_tokenizer(name: str, *, revision: str | None = "main", must_use_cache: 
 
     from ..tokenizer import find_tokenizer
 
-    path = resolve_model_name(name)
-    if os.path.isdir(path):
+    src = _source(name)
+    path = str(src.value)
+    if src.kind == "folder":
         tokenizer = find_tokenizer(path)
     else:
         kwargs: dict[str, Any] = {"revision": revision, "local_files_only": must_use_cache}

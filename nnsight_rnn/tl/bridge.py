@@ -57,13 +57,6 @@ def boot_bridge(hf_model: nn.Module, tokenizer: Any = None, device: str = "cpu",
 # One adapter per card with a ``[tl.bridge]`` table: a subclass of TransformerLens's native adapter for the
 # card's HF class, built from the card (module paths, [tl] aliases, block layout); nothing per family here.
 
-_BLOCK_HOOKS = {
-    "mixer_in": "mixer.hook_in",
-    "mixer_out": "mixer.hook_out",
-    "mlp_in": "mlp.hook_in",
-    "mlp_out": "mlp.hook_out",
-}
-
 
 def _adapters() -> dict[str, type]:
     """Architecture name -> nnsight-rnn adapter class, one per card with ``[tl.bridge]`` (TransformerLens 4.x)."""
@@ -71,10 +64,11 @@ def _adapters() -> dict[str, type]:
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
     from transformer_lens.model_bridge.generalized_components.opaque_block import OpaqueBlockBridge
 
-    from ..cards import all_cards
+    from ..cards import TL_BLOCK_HOOKS, all_cards
     from ..errors import UpstreamContractError
     from ..hooks import HookPoint as RNNHookPoint
     from ..surgery import install
+    from ..upstream import versions_line
     from .bridging import BridgedHookPoint, OutputOf
 
     class HookableMixerBridge(GeneralizedComponent):
@@ -106,7 +100,7 @@ def _adapters() -> dict[str, type]:
     def adapter(card: Any, native: type) -> type:
         bridge, modules = card.tl_bridge, card.modules
         # The card's [tl] aliases (relative to blocks.{i}) -> TransformerLens's hook_aliases convention.
-        block_aliases = {alias: _BLOCK_HOOKS[key] for key, names in card.tl_aliases.items() for alias in names}
+        block_aliases = {alias: TL_BLOCK_HOOKS[key] for key, names in card.tl_aliases.items() for alias in names}
         if bridge.block == "ssm":  # aliases that live inside the mixer component ("mixer.hook_ssm_out")
             mixer_aliases = {
                 a.split(".", 1)[1]: t.split(".", 1)[1] for a, t in block_aliases.items() if a.startswith("mixer.")
@@ -117,7 +111,7 @@ def _adapters() -> dict[str, type]:
                 mapping["blocks"].submodules["mixer"] = mixer_cls(name=modules["mixer"])
         else:  # "opaque": the block returns a tensor; its mixer and MLP are components inside it
             aliases = {"hook_resid_pre": "hook_in", "hook_resid_post": "hook_out"}
-            aliases |= {f"hook_{key}": target for key, target in _BLOCK_HOOKS.items()} | block_aliases
+            aliases |= {f"hook_{key}": target for key, target in TL_BLOCK_HOOKS.items()} | block_aliases
             block_cls = type("HookableBlockBridge", (OpaqueBlockBridge,), {"hook_aliases": aliases})
 
             def customise(mapping: dict[str, Any]) -> None:
@@ -152,16 +146,10 @@ def _adapters() -> dict[str, type]:
         if native is None or getattr(native, "_nnsight_rnn", False):
             raise UpstreamContractError(
                 f"TransformerLens has no native TransformerBridge adapter for {arch!r} (the {card.family!r} card's "
-                f"[tl.bridge] architecture); nnsight-rnn's adapter subclasses it. Installed: {_tl_version()}."
+                f"[tl.bridge] architecture); nnsight-rnn's adapter subclasses it. Installed: {versions_line()}."
             )
         adapters[arch] = adapter(card, native)
     return adapters
-
-
-def _tl_version() -> str:
-    from importlib.metadata import version
-
-    return f"transformer-lens {version('transformer-lens')}"
 
 
 _REPLACED: dict[str, Any] = {}

@@ -51,7 +51,7 @@ from typing import Any
 
 from torch import nn
 
-from ..cards import Card
+from ..cards import TL_BLOCK_HOOKS, Card
 from ..hooks import HookPoint as RNNHookPoint
 from ..hooks import hook_points as rnn_hook_points
 from ..surgery import get_module, standard_path
@@ -139,7 +139,11 @@ def build_hook_points(
     add("hook_embed", OutputOf(embed), **resid, doc="embedding output [b, pos, d_model]")
     mixer_path = card.modules["mixer"]
     mlp_path = card.modules.get("mlp")
-    tl = card.tl_aliases  # the family's TransformerLens names, from its card
+
+    def block_aliases(b: str, key: str) -> list[str]:
+        """TransformerBridge's name and the card's ``[tl]`` names of a block-level hook (``key``: ``mixer_in``, ...)."""
+        return [f"{b}.{TL_BLOCK_HOOKS[key]}", *(f"{b}.{alias}" for alias in card.tl_aliases.get(key, ()))]
+
     for i, layer in enumerate(layers):
         b = f"blocks.{i}"
         ours = ours_by_layer.get(i, [])
@@ -156,8 +160,8 @@ def build_hook_points(
         )  # fmt: skip
         mixer = get_module(layer, mixer_path)
         add(
-            f"{b}.hook_mixer_in", InputOf(mixer), [f"{b}.mixer.hook_in", *(f"{b}.{a}" for a in tl.get("mixer_in", ()))],
-            **act, doc="input of the token mixer (normed residual) [b, pos, d_model]",
+            f"{b}.hook_mixer_in", InputOf(mixer), block_aliases(b, "mixer_in"), **act,
+            doc="input of the token mixer (normed residual) [b, pos, d_model]",
         )  # fmt: skip
         for std, hp in ours:
             if std.startswith(f"layers.{i}.mixer."):
@@ -168,22 +172,21 @@ def build_hook_points(
                 doc="in_proj output (TransformerBridge's name) [b, pos, in_proj.out_features]",
             )  # fmt: skip
         add(
-            f"{b}.hook_mixer_out", OutputOf(mixer),
-            [f"{b}.mixer.hook_out", *(f"{b}.{a}" for a in tl.get("mixer_out", ()))],
-            **act, doc="output of the token mixer, added to the residual stream [b, pos, d_model]",
+            f"{b}.hook_mixer_out", OutputOf(mixer), block_aliases(b, "mixer_out"), **act,
+            doc="output of the token mixer, added to the residual stream [b, pos, d_model]",
         )  # fmt: skip
         if mlp_path:
             mlp = get_module(layer, mlp_path)
             add(
-                f"{b}.hook_mlp_in", InputOf(mlp), [f"{b}.mlp.hook_in", *(f"{b}.{a}" for a in tl.get("mlp_in", ()))],
-                **act, doc="input of the MLP [b, pos, d_model]",
+                f"{b}.hook_mlp_in", InputOf(mlp), block_aliases(b, "mlp_in"), **act,
+                doc="input of the MLP [b, pos, d_model]",
             )  # fmt: skip
             for std, hp in ours:
                 if std.startswith(f"layers.{i}.mlp."):
                     add_ours(std, hp)
             add(
-                f"{b}.hook_mlp_out", OutputOf(mlp), [f"{b}.mlp.hook_out", *(f"{b}.{a}" for a in tl.get("mlp_out", ()))],
-                **act, doc="output of the MLP, added to the residual stream [b, pos, d_model]",
+                f"{b}.hook_mlp_out", OutputOf(mlp), block_aliases(b, "mlp_out"), **act,
+                doc="output of the MLP, added to the residual stream [b, pos, d_model]",
             )  # fmt: skip
         for std, hp in ours:  # any other hook point of the block
             if not (std.startswith(f"layers.{i}.mixer.") or std.startswith(f"layers.{i}.mlp.")):
